@@ -1,0 +1,57 @@
+"""`genie-robot <subcommand>`: one subcommand per job.
+
+Each module listed below owns its subcommand through `register_cli(subparsers)`, which adds a parser
+and sets `func(args) -> int | None`. Modules keep heavy imports (torch, MuJoCo, MLflow) inside their
+functions so that `genie-robot --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order here is the order in `genie-robot --help`: data -> training -> evaluation -> runtime.
+COMMAND_MODULES = [
+    "genie_robot.data.sim.simulate",  # simulate
+    "genie_robot.data.convert.cli",  # convert rlds|video|rosbag
+    "genie_robot.data.info",  # info
+    "training.train",  # train tokenizer|dynamics
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genie-robot",
+        description="Genie world model for robot manipulation: data, training, export, rollouts.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # Only tolerate the module itself being absent (optional part not installed);
+            # a missing dependency inside it is a real error.
+            if exc.name != name:
+                raise
+            continue
+        module.register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
