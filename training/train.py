@@ -1,0 +1,692 @@
+"""The training loop: `genie-robot train tokenizer|dynamics`, a plain loop in one file.
+
+Stage 1 trains the video tokenizer; stage 2 trains the latent action model and the dynamics model
+jointly with the tokenizer frozen (Genie's recipe). Both stages run the same loop below:
+
+    for step in range(start, max_steps):
+        lr = warmup + cosine(step); batch = next(windows); loss = model.loss(frames)
+        backward; clip grad norm; AdamW step; EMA update
+        log every step (MLflow), validate / preview / checkpoint at intervals
+
+Runs on one process or under `torchrun` (DistributedDataParallel: NCCL on GPUs, gloo on CPU). The
+data stream is indexed by sample: global batch b holds samples [b*B, (b+1)*B) and rank r of N takes
+every N-th of those, so N processes see the same global batch as one; the sample index is also the
+data position saved in checkpoints, which makes resuming exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from training.configs import TrainConfig, apply_model_overrides, flatten, load_config
+from training import checkpoints as ckpt_io
+
+# ------------------------------------------------------------------------------------------------
+# process setup: allocator, distributed, seeds
+
+
+def tune_cpu_allocator() -> str:
+    """Tell glibc malloc to keep freed memory instead of unmapping and re-faulting it every step.
+
+    Equivalent to starting the process with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>: glibc
+    reads those variables once at start-up into the parameters that mallopt() sets, so setting them here
+    takes effect for every allocation from now on (tensors of the training step included) without a
+    re-exec. Worth ~1.4x on CPU training. Variables already set by the user win; GENIE_MALLOC=default
+    turns this off. Returns the mode, which is recorded with the run.
+    """
+    if os.environ.get("GENIE_MALLOC", "") == "default":
+        mode = "default"
+    elif "MALLOC_MMAP_MAX_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        mode = "env"
+    else:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+            ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
+            mode = "keep (mallopt)" if ok else "default"
+        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
+            mode = "default"
+    os.environ["GENIE_MALLOC_MODE"] = mode
+    return mode
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_request: str) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE set), and pick this rank's device."""
+    from genie_robot.device import configure_cpu_threads, pick_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        device = pick_device(device_request)
+        if device.type == "cpu":
+            configure_cpu_threads()
+        return DistInfo(), device
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    device = pick_device(device_request)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        # Processes on one host share its cores.
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        threads = int(os.environ.get("GENIE_NUM_THREADS", "0")) or max(1, (os.cpu_count() or 1) // local_world)
+        torch.set_num_threads(threads)
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return info, device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """This process's RNG states as tensors and plain types (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------
+# schedule, EMA, data order
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay from lr to min_lr at max_steps.
+
+    A pure function of the step, so the schedule's only state is the step itself.
+    """
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters: shadow = d*shadow + (1-d)*param, in fp32."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = dict(model.named_parameters())
+        self.shadow = [params[n].detach().float().clone() for n in self.names]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        torch._foreach_lerp_(self.shadow, [params[n].detach().float() for n in self.names], 1.0 - self.decay)
+
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """A full state dict of `model` with the averaged values in place of the trainable parameters."""
+        sd = dict(model.state_dict())
+        for n, s in zip(self.names, self.shadow):
+            sd[n] = s.to(sd[n].dtype)
+        return sd
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        for i, n in enumerate(self.names):
+            self.shadow[i].copy_(sd[n].float())
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: nn.Module):
+        """Temporarily run `model` with the EMA weights (for validation and previews)."""
+        params = dict(model.named_parameters())
+        backup = [params[n].detach().clone() for n in self.names]
+        with torch.no_grad():
+            for n, s in zip(self.names, self.shadow):
+                params[n].copy_(s)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, b in zip(self.names, backup):
+                    params[n].copy_(b)
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    """Batches of sample indices for one rank: global batch b is [b*B, (b+1)*B), rank r takes r, r+N, ..."""
+
+    def __init__(self, global_batch: int, first_batch: int, num_batches: int, rank: int = 0, world: int = 1):
+        self.B, self.first, self.last, self.rank, self.world = global_batch, first_batch, num_batches, rank, world
+
+    def __iter__(self):
+        for b in range(self.first, self.last):
+            yield list(range(b * self.B + self.rank, (b + 1) * self.B, self.world))
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first)
+
+
+# ------------------------------------------------------------------------------------------------
+# what is trained: a Stage
+
+
+@dataclass
+class Stage:
+    """What the loop trains. `loss(model, frames_BTHW3)` -> (scalar fp32 loss, {name: float}).
+
+    `model` is what the checkpoint's weights are (its trainable parameters are optimised; frozen
+    sub-modules have requires_grad=False and are listed in `frozen` so they stay in eval mode).
+    `preview(model, frames_BTHW3, out_dir, step)` writes pictures and returns their paths.
+    """
+
+    name: str
+    model: nn.Module
+    loss: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict]]
+    model_config: dict
+    window: int
+    preview: Callable[[nn.Module, torch.Tensor, Path, int], list[Path]] | None = None
+    frozen: list[nn.Module] | None = None
+
+    def train_mode(self) -> None:
+        self.model.train()
+        for m in self.frozen or []:
+            m.eval()
+
+
+class _LossForward(nn.Module):
+    """Routes Stage.loss through forward(), so DistributedDataParallel can hook the backward pass."""
+
+    def __init__(self, model: nn.Module, loss: Callable):
+        super().__init__()
+        self.model, self._loss = model, loss
+
+    def forward(self, frames_BTHW3: torch.Tensor):
+        return self._loss(self.model, frames_BTHW3)
+
+
+def resolve_model_config(cfg: TrainConfig):
+    """The GenieConfig of a run: preset(cfg.preset) with cfg.model applied."""
+    from genie_robot.models.configs import GenieConfig, preset
+
+    return GenieConfig.from_dict(apply_model_overrides(preset(cfg.preset).to_dict(), cfg.model))
+
+
+def build_stage(cfg: TrainConfig) -> Stage:
+    """The real models for `cfg.stage`, with the checks that must fail before any training starts."""
+    from training import previews
+
+    model_cfg = resolve_model_config(cfg)
+    cfg_dict = model_cfg.to_dict()
+    if cfg.stage == "tokenizer":
+        from genie_robot.models.tokenizer import VideoTokenizer
+
+        model = VideoTokenizer(model_cfg.tokenizer)
+        return Stage(
+            name="tokenizer",
+            model=model,
+            loss=lambda m, frames: m.loss(frames),
+            model_config=cfg_dict,
+            window=cfg.window or model_cfg.num_frames,
+            preview=previews.tokenizer_preview,
+        )
+
+    from genie_robot.models.genie import Genie
+
+    if not cfg.tokenizer:
+        raise ValueError(
+            "stage 2 needs the stage-1 tokenizer: pass --tokenizer runs/tokenizer (a run dir) "
+            "or --tokenizer runs/tokenizer/checkpoints/step_N"
+        )
+    try:
+        path = ckpt_io.resolve_checkpoint(cfg.tokenizer)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"tokenizer checkpoint missing: {exc}; train one with `genie-robot train tokenizer`") from None
+    tok_weights, tok_config = ckpt_io.load_weights(path, ema=True)
+    if tok_config.get("stage") != "tokenizer":
+        raise ValueError(f"{path} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer; pass a stage-1 run")
+    theirs, ours = tok_config["model"]["tokenizer"], cfg_dict["tokenizer"]
+    if theirs != ours:
+        diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
+        raise ValueError(
+            f"tokenizer checkpoint {path} was trained with another tokenizer config; differing fields "
+            f"(checkpoint, this run): {diff}. Use the same preset and model.tokenizer.* overrides as stage 1 "
+            f"(preset {tok_config['train']['preset']!r}, overrides {tok_config['train']['model'].get('tokenizer', {})})"
+        )
+    genie = Genie(model_cfg)
+    genie.tokenizer.load_state_dict(tok_weights)
+    genie.tokenizer.requires_grad_(False)
+    return Stage(
+        name="dynamics",
+        model=genie,
+        loss=lambda m, frames: m.dynamics_loss(frames),
+        model_config=cfg_dict,
+        window=cfg.window or model_cfg.num_frames,
+        preview=previews.rollout_preview,
+        frozen=[genie.tokenizer],
+    )
+
+
+def build_datasets(cfg: TrainConfig, stage: Stage, resolution: tuple[int, int] | None):
+    """(train, val) WindowDatasets over cfg.stores; val is None when val_fraction is 0."""
+    from genie_robot.data.store import EpisodeStore, StoreError
+    from genie_robot.data.windows import WindowDataset
+
+    if not cfg.stores:
+        raise ValueError("no stores given: pass --store PATH (repeat for several; PATH:WEIGHT to weight them)")
+    for path in cfg.stores:
+        store = EpisodeStore.open(path)
+        if resolution is not None and tuple(store.resolution) != tuple(resolution):
+            raise ValueError(
+                f"{path} holds {store.resolution[0]}x{store.resolution[1]} frames but the model config expects "
+                f"{resolution[0]}x{resolution[1]}; use a store at that resolution (convert/simulate with "
+                f"--resolution {resolution[0]}x{resolution[1]}) or set the model's resolution to match "
+                f"(--set model.<...>.resolution=...)"
+            )
+    common = dict(window=stage.window, stride=cfg.frame_stride, val_fraction=cfg.val_fraction,
+                  seed=cfg.seed, weights=cfg.store_weights)
+    try:
+        train_set = WindowDataset(cfg.stores, split="train" if cfg.val_fraction > 0 else "all",
+                                  length=cfg.max_steps * cfg.batch_size, **common)
+    except StoreError as exc:
+        raise ValueError(f"dataset too small for the window length: {exc}") from None
+    val_set = None
+    if cfg.val_fraction > 0:
+        try:
+            val_set = WindowDataset(cfg.stores, split="val", length=cfg.val_batches * cfg.batch_size, **common)
+        except StoreError as exc:
+            raise ValueError(
+                f"dataset too small for validation with this window length: {exc}; "
+                "or train without validation: --set val_fraction=0"
+            ) from None
+    return train_set, val_set
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop
+
+
+def _model_check(saved: dict, stage: Stage, cfg: TrainConfig, path: Path) -> None:
+    if saved.get("model") != stage.model_config or saved.get("stage") != stage.name:
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with another model config or stage; "
+            "resume with the same --preset/--set model.* (or start a new --run-dir)"
+        )
+    if saved["train"]["batch_size"] != cfg.batch_size:
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with batch_size {saved['train']['batch_size']}, "
+            f"this run has {cfg.batch_size}; the data position is counted in samples of that batch size"
+        )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
+    """Mean loss and metrics over the same `val_batches` windows every time (RNG forked: training's
+    random stream is untouched, so validating does not change what training does)."""
+    from genie_robot.device import autocast
+
+    sampler = StreamSampler(cfg.batch_size, 0, cfg.val_batches, info.rank, info.world)
+    loader = torch.utils.data.DataLoader(val_set, batch_sampler=sampler, num_workers=0,
+                                         generator=torch.Generator().manual_seed(0))
+    totals: dict[str, float] = {}
+    n = 0
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed + 12345)
+        for batch in loader:
+            frames = batch["frames"].to(device)
+            with autocast(device):
+                loss, metrics = model(frames)
+            k = frames.shape[0]
+            totals["loss"] = totals.get("loss", 0.0) + float(loss) * k
+            for name, v in metrics.items():
+                totals[name] = totals.get(name, 0.0) + float(v) * k
+            n += k
+    names = sorted(totals)
+    vec = torch.tensor([totals[k] for k in names] + [n], dtype=torch.float64)
+    if info.world > 1:
+        vec = vec.to(device)
+        dist.all_reduce(vec)
+        vec = vec.cpu()
+    return {f"val/{k}": float(v) / float(vec[-1]) for k, v in zip(names, vec[:-1].tolist())}
+
+
+def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=None,
+          resume: str | bool | None = None) -> Path:
+    """Run (or resume) training; returns the final checkpoint's path.
+
+    `stage`, `train_set` and `val_set` default to the real models and WindowDatasets for `cfg`; tests
+    pass small stand-ins. `resume`: True/"auto" (latest checkpoint in the run dir, if any) or a checkpoint path.
+    """
+    from tqdm import tqdm
+
+    from genie_robot.device import autocast
+    from training.tracking import NullTracker, Tracker, system_info
+
+    malloc_mode = tune_cpu_allocator()
+    info, device = setup_distributed(cfg.device)
+    if cfg.batch_size % info.world:
+        raise ValueError(f"batch_size {cfg.batch_size} is the global batch; it must divide by the {info.world} processes")
+    run_dir = cfg.resolved_run_dir
+    resume_path = _find_resume(run_dir, resume)
+
+    seed_everything(cfg.seed)  # the same initial weights on every rank and every run
+    if stage is None:
+        stage = build_stage(cfg)
+    if train_set is None:
+        resolution = None
+        with contextlib.suppress(Exception):
+            resolution = tuple(resolve_model_config(cfg).resolution)
+        train_set, val_set = build_datasets(cfg, stage, resolution)
+
+    model = stage.model.to(device)
+    stage.train_mode()
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]  # matmul weights and embeddings; not norms or biases
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda",
+    )
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    config_record = {"stage": stage.name, "train": cfg.to_dict(), "model": stage.model_config}
+
+    step, run_id = 0, None
+    seed_everything(cfg.seed * 1000 + info.rank)  # per-rank randomness (masking, dropout) from here on
+    if resume_path is not None:
+        ck = ckpt_io.load_checkpoint(resume_path, map_location="cpu")
+        _model_check(ck.config, stage, cfg, resume_path)
+        model.load_state_dict(ck.weights)
+        optimizer.load_state_dict(ck.state["optimizer"])
+        if ema is not None and ck.ema is not None:
+            ema.load_state_dict(ck.ema)
+        step, run_id = ck.state["step"], ck.state.get("mlflow_run_id")
+        rngs = ck.state["rng"]
+        if len(rngs) == info.world:
+            set_rng_state(rngs[info.rank])
+        elif info.is_main:
+            print(f"note: checkpoint saved by {len(rngs)} processes, resuming on {info.world}: RNG streams reseeded")
+        if info.is_main:
+            print(f"resuming from {resume_path} at step {step} (sample {step * cfg.batch_size})", flush=True)
+
+    tracker = NullTracker()
+    if info.is_main:
+        tracker = _open_tracker(cfg, stage, run_id)
+        tags = system_info(device, info.world)
+        tags["sys.malloc"] = malloc_mode
+        tracker.set_tags(tags)
+        if run_id is None:
+            tracker.log_params(flatten({"train": cfg.to_dict(), "model": stage.model_config}))
+        print(f"{stage.name}: {sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters on {device} "
+              f"x{info.world}; run {tracker.run_id} ({tracker.tracking_uri}); run dir {run_dir}", flush=True)
+
+    wrapped: nn.Module = _LossForward(model, stage.loss)
+    if info.world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        wrapped = torch.compile(wrapped)
+
+    num_workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=StreamSampler(cfg.batch_size, step, cfg.max_steps, info.rank, info.world),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        # Its own generator: a DataLoader otherwise draws a worker seed from the global RNG when it
+        # starts iterating, which would shift a resumed run's random stream by one draw.
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    preview_frames = None
+    if stage.preview is not None and info.is_main:
+        preview_set = val_set if val_set is not None else train_set
+        preview_frames = torch.stack([preview_set[i]["frames"] for i in range(min(4, cfg.batch_size))])
+
+    def save(step: int) -> Path | None:
+        rngs = [rng_state()]
+        if info.world > 1:
+            rngs = [None] * info.world
+            dist.all_gather_object(rngs, rng_state())
+        if not info.is_main:
+            return None
+        state = {
+            "step": step,
+            "samples_seen": step * cfg.batch_size,  # the data position
+            "optimizer": optimizer.state_dict(),
+            "schedule": {"step": step},  # lr_at() is a pure function of the step
+            "rng": rngs,
+            "mlflow_run_id": tracker.run_id,
+            "world_size": info.world,
+        }
+        return ckpt_io.save_checkpoint(
+            run_dir, step, weights=model.state_dict(), config=config_record, state=state,
+            ema=ema.state_dict(model) if ema is not None else None, keep_last=cfg.keep_last,
+        )
+
+    def validate_and_preview(step: int, final: bool = False) -> None:
+        ema_ctx = ema.swapped_in(model) if ema is not None else contextlib.nullcontext()
+        with ema_ctx:
+            model.eval()
+            if val_set is not None and (step % cfg.val_every == 0 or final):
+                metrics = evaluate(_LossForward(model, stage.loss), val_set, cfg, info, device)
+                tracker.log_metrics(metrics, step)
+                if info.is_main:
+                    tqdm.write(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            if preview_frames is not None and cfg.sample_every and (step % cfg.sample_every == 0 or final):
+                devices = [device.index or 0] if device.type == "cuda" else []
+                with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(cfg.seed)
+                    for path in stage.preview(model, preview_frames.to(device), run_dir / "samples", step):
+                        tracker.log_artifact(path, "samples")
+            stage.train_mode()
+
+    status = "FAILED"
+    pbar = tqdm(total=cfg.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True,
+                mininterval=1.0, desc=stage.name)
+    frames_per_step = cfg.batch_size * stage.window
+    try:
+        last_saved = step if resume_path is not None else None
+        t_last = time.perf_counter()
+        for batch in loader:
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            frames = batch["frames"].to(device, non_blocking=True)
+            with autocast(device):
+                loss, metrics = wrapped(frames)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            step += 1
+
+            # Log the global-batch mean (the same numbers 1 process would print).
+            names = sorted(metrics)
+            vec = torch.tensor([loss.item()] + [float(metrics[k]) for k in names], dtype=torch.float64)
+            if info.world > 1:
+                vec = vec.to(device)
+                dist.all_reduce(vec)
+                vec = vec.cpu() / info.world
+            now = time.perf_counter()
+            dt, t_last = now - t_last, now
+            logged = {"train/loss": float(vec[0]), "train/lr": lr, "train/grad_norm": float(grad_norm),
+                      "perf/step_s": dt, "perf/frames_per_s": frames_per_step / dt}
+            logged.update({f"train/{k}": float(v) for k, v in zip(names, vec[1:].tolist())})
+            tracker.log_metrics(logged, step)
+            pbar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                tracker.flush()
+                postfix = {"loss": f"{logged['train/loss']:.4f}", "fps": f"{logged['perf/frames_per_s']:.1f}"}
+                usage = next((k for k in names if "usage" in k), None)
+                if usage:
+                    postfix["usage"] = f"{logged['train/' + usage]:.2f}"
+                pbar.set_postfix(postfix, refresh=False)
+            if not math.isfinite(logged["train/loss"]):
+                raise FloatingPointError(f"loss is {logged['train/loss']} at step {step}; lower lr or check the data")
+
+            validate_and_preview(step, final=step == cfg.max_steps)
+            if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+                save(step)
+                last_saved = step
+            t_last = time.perf_counter()  # do not count validation or checkpointing as step time
+        if last_saved != step:  # resumed at (or past) max_steps: nothing ran, make sure a final one exists
+            save(step)
+        final = ckpt_io.latest_checkpoint(run_dir) if info.is_main else None
+        if info.is_main and final is not None:
+            for name in (ckpt_io.WEIGHTS, ckpt_io.EMA_WEIGHTS, ckpt_io.CONFIG):
+                if (final / name).is_file():
+                    tracker.log_artifact(final / name, "final")
+        status = "FINISHED"
+        return final
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        pbar.close()
+        tracker.finish(status)
+        if info.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _find_resume(run_dir: Path, resume: str | bool | None) -> Path | None:
+    if resume in (None, False, ""):
+        latest = ckpt_io.latest_checkpoint(run_dir)
+        if latest is not None:
+            raise FileExistsError(
+                f"run dir {run_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
+                "continue it, or choose another --run-dir"
+            )
+        return None
+    if resume in (True, "auto"):
+        return ckpt_io.latest_checkpoint(run_dir)  # None: nothing to resume yet, start fresh
+    return ckpt_io.resolve_checkpoint(resume)
+
+
+def _open_tracker(cfg: TrainConfig, stage: Stage, run_id: str | None):
+    from training.tracking import Tracker
+
+    kwargs = dict(experiment=cfg.experiment, run_name=cfg.run_name or f"{stage.name}-{cfg.preset}",
+                  tracking_uri=cfg.tracking_uri, tags={"stage": stage.name, "run_dir": str(cfg.resolved_run_dir)})
+    if run_id is not None:
+        try:
+            return Tracker(run_id=run_id, **kwargs)
+        except Exception as exc:  # e.g. resumed on another machine with another tracking store
+            print(f"warning: MLflow run {run_id} not found in {cfg.tracking_uri or 'the local store'} "
+                  f"({type(exc).__name__}); logging to a new run", file=sys.stderr)
+    return Tracker(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# command line
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", action="append", default=None, metavar="PATH[:WEIGHT]",
+                   help="episode store (Zarr path or URL); repeat for several, optional sampling weight")
+    p.add_argument("--config", default=None, metavar="YAML", help="YAML file of TrainConfig keys (see training/configs/)")
+    p.add_argument("--preset", default=None, help="model preset: tiny | cpu | paper (default: cpu)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config value, e.g. --set lr=3e-4 --set model.dynamics.depth=4")
+    p.add_argument("--run-dir", default=None, help="checkpoints and samples go here (default: runs/<stage>)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                   help="continue from the latest checkpoint in the run dir (or the given one), same MLflow run")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--max-steps", type=int, default=None)
+
+
+def _split_store(spec: str) -> tuple[str, float | None]:
+    # "path:2.5" weights a store; URLs keep their "scheme://" colon.
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and "/" not in tail:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, None
+
+
+def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
+    fields: dict = {"stage": stage, "preset": args.preset, "run_dir": args.run_dir, "device": args.device,
+                    "tracking_uri": args.tracking_uri, "max_steps": args.max_steps}
+    if getattr(args, "tokenizer", None):
+        fields["tokenizer"] = args.tokenizer
+    if args.store:
+        specs = [_split_store(s) for s in args.store]
+        fields["stores"] = [p for p, _ in specs]
+        if any(w is not None for _, w in specs):
+            fields["store_weights"] = [1.0 if w is None else w for _, w in specs]
+    return load_config(args.config, args.overrides, **fields)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, args.stage)
+    final = train(cfg, resume=args.resume)
+    if final is not None:
+        print(f"final checkpoint: {final}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train the tokenizer (stage 1) or LAM + dynamics (stage 2)",
+                              description="Train a stage; the config is a preset plus --config YAML and --set overrides.")
+    stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    tok = stages.add_parser("tokenizer", help="stage 1: the video tokenizer")
+    _add_train_args(tok)
+    dyn = stages.add_parser("dynamics", help="stage 2: latent action model + dynamics, tokenizer frozen")
+    _add_train_args(dyn)
+    dyn.add_argument("--tokenizer", default=None, metavar="CKPT",
+                     help="stage-1 checkpoint dir or run dir (latest checkpoint); required")
+    for sp in (tok, dyn):
+        sp.set_defaults(func=run_cli)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.train tokenizer|dynamics ...` (what torchrun launches)."""
+    parser = argparse.ArgumentParser(prog="python -m training.train")
+    sub = parser.add_subparsers(dest="command")
+    register_cli(sub)
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
