@@ -10,12 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tfrecord import example_pb2
-from tfrecord.writer import TFRecordWriter
 
 from genie_robot.data.convert import ConversionError
 from genie_robot.data.convert.images import center_crop_resize
-from genie_robot.data.convert.rlds import convert_rlds, read_tfrecord, write_tfrecord
+from genie_robot.data.convert.rlds import convert_rlds, example_pb2, read_tfrecord, write_tfrecord
 from genie_robot.data.store import EpisodeStore
 
 REAL = Path("/work/shared/data/real")
@@ -254,8 +252,12 @@ def test_rt1_schema_from_real_frames(tmp_path, rt1_frames):
     folder = tmp_path / "fractal20220817_data" / "0.1.0"
     shard = _write_dataset(folder, "fractal20220817_data", RT1_LEAVES, [[ep0, ep1]])[0]
     # Our framing is TFRecord's: the CRCs agree with the tfrecord package's writer.
+    from tfrecord.writer import TFRecordWriter
+
     first = next(read_tfrecord(shard))[1]
-    assert shard.read_bytes()[8:12] == TFRecordWriter.masked_crc(len(first).to_bytes(8, "little"))
+    head = shard.read_bytes()[: 12 + len(first) + 4]
+    assert head[8:12] == TFRecordWriter.masked_crc(head[:8])
+    assert head[-4:] == TFRecordWriter.masked_crc(first)
 
     report = convert_rlds(folder.parent, tmp_path / "rt1.zarr", progress=False)  # preset from the name
     store = EpisodeStore.open(str(tmp_path / "rt1.zarr"))
@@ -432,3 +434,18 @@ def test_parallel_workers_match_serial_and_max_episodes(tmp_path, toy_jpegs):
 
     with pytest.raises(FileExistsError, match="overwrite"):
         convert_rlds(src, tmp_path / "few.zarr", fps=10, progress=False)
+
+
+@needs_bridge
+def test_cli_convert_rlds(tmp_path, capsys):
+    from genie_robot.cli import main
+
+    out = tmp_path / "cli.zarr"
+    assert main(["convert", "rlds", str(BRIDGE), "-o", str(out), "--max-episodes", "5",
+                 "--image-key", "steps/observation/image_1", "--quiet"]) == 0
+    store = EpisodeStore.open(str(out))
+    assert store.num_episodes == 5 and store.camera == "steps/observation/image_1" and store.fps == 5
+    assert "5 episodes, 50 frames" in capsys.readouterr().out
+    assert main(["convert", "rlds", str(BRIDGE), "-o", str(tmp_path / "x.zarr"), "--preset", "rt2",
+                 "--quiet"]) == 1
+    assert "unknown preset 'rt2'" in capsys.readouterr().err
