@@ -24,7 +24,8 @@ def _resolution(text: str) -> int | tuple[int, int]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, help="output store path (a new .zarr folder)")
     p.add_argument("--resolution", type=_resolution, default=64,
-                   help="output size N (square) or HxW; frames are centre-cropped to the aspect, then resized (default 64)")
+                   help="output size N (square) or HxW; frames are centre-cropped to that aspect, "
+                   "then resized (default 64)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -43,7 +44,8 @@ def register_cli(subparsers) -> None:
     _common(rlds)
     rlds.add_argument("--preset", help="known schema: rt1 or bridge (default: picked from dataset_info.json's "
                       "name when it is a known one)")
-    rlds.add_argument("--image-key", help="camera feature, e.g. steps/observation/image_0 (default: preset's or first image key)")
+    rlds.add_argument("--image-key", help="camera feature, e.g. steps/observation/image_0 "
+                      "(default: the preset's, else the first image key in sorted order)")
     rlds.add_argument("--fps", type=float, help="control rate (default: the preset's; required without one)")
     rlds.add_argument("--split", default="train", help="TFDS split to read, or 'all' (default train)")
     rlds.add_argument("--workers", type=int, default=1, help="shards converted in parallel (processes)")
