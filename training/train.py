@@ -206,6 +206,10 @@ class StreamSampler(torch.utils.data.Sampler):
 # what is trained: a Stage
 
 
+class ConfigError(ValueError):
+    """A problem with the config, the data or a checkpoint, found before training starts."""
+
+
 @dataclass
 class Stage:
     """What the loop trains. `loss(model, frames_BTHW3)` -> (scalar fp32 loss, {name: float}).
@@ -220,6 +224,7 @@ class Stage:
     loss: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict]]
     model_config: dict
     window: int
+    resolution: tuple[int, int] | None = None  # (H, W) the model expects; stores are checked against it
     preview: Callable[[nn.Module, torch.Tensor, Path, int], list[Path]] | None = None
     frozen: list[nn.Module] | None = None
 
@@ -244,7 +249,10 @@ def resolve_model_config(cfg: TrainConfig):
     """The GenieConfig of a run: preset(cfg.preset) with cfg.model applied."""
     from genie_robot.models.configs import GenieConfig, preset
 
-    return GenieConfig.from_dict(apply_model_overrides(preset(cfg.preset).to_dict(), cfg.model))
+    try:
+        return GenieConfig.from_dict(apply_model_overrides(preset(cfg.preset).to_dict(), cfg.model))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model config: {exc}") from None
 
 
 def build_stage(cfg: TrainConfig) -> Stage:
@@ -253,6 +261,7 @@ def build_stage(cfg: TrainConfig) -> Stage:
 
     model_cfg = resolve_model_config(cfg)
     cfg_dict = model_cfg.to_dict()
+    resolution = tuple(model_cfg.tokenizer.resolution)
     if cfg.stage == "tokenizer":
         from genie_robot.models.tokenizer import VideoTokenizer
 
@@ -262,30 +271,31 @@ def build_stage(cfg: TrainConfig) -> Stage:
             model=model,
             loss=lambda m, frames: m.loss(frames),
             model_config=cfg_dict,
-            window=cfg.window or model_cfg.num_frames,
+            window=cfg.window or model_cfg.tokenizer.context,
+            resolution=resolution,
             preview=previews.tokenizer_preview,
         )
 
     from genie_robot.models.genie import Genie
 
     if not cfg.tokenizer:
-        raise ValueError(
+        raise ConfigError(
             "stage 2 needs the stage-1 tokenizer: pass --tokenizer runs/tokenizer (a run dir) "
             "or --tokenizer runs/tokenizer/checkpoints/step_N"
         )
     try:
         path = ckpt_io.resolve_checkpoint(cfg.tokenizer)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"tokenizer checkpoint missing: {exc}; train one with `genie-robot train tokenizer`") from None
-    tok_weights, tok_config = ckpt_io.load_weights(path, ema=True)
+        raise ConfigError(f"tokenizer checkpoint missing: {exc}; train one with `genie-robot train tokenizer`") from None
+    tok_weights, tok_config = ckpt_io.load_weights(path, ema=True)  # EMA weights when stage 1 kept them
     if tok_config.get("stage") != "tokenizer":
-        raise ValueError(f"{path} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer; pass a stage-1 run")
-    theirs, ours = tok_config["model"]["tokenizer"], cfg_dict["tokenizer"]
+        raise ConfigError(f"{path} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer; pass a stage-1 run")
+    theirs, ours = flatten(tok_config["model"]["tokenizer"]), flatten(cfg_dict["tokenizer"])
     if theirs != ours:
         diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
-        raise ValueError(
+        raise ConfigError(
             f"tokenizer checkpoint {path} was trained with another tokenizer config; differing fields "
-            f"(checkpoint, this run): {diff}. Use the same preset and model.tokenizer.* overrides as stage 1 "
+            f"(checkpoint, this run): {diff}. Use stage 1's preset and model.tokenizer.* overrides "
             f"(preset {tok_config['train']['preset']!r}, overrides {tok_config['train']['model'].get('tokenizer', {})})"
         )
     genie = Genie(model_cfg)
@@ -296,44 +306,54 @@ def build_stage(cfg: TrainConfig) -> Stage:
         model=genie,
         loss=lambda m, frames: m.dynamics_loss(frames),
         model_config=cfg_dict,
-        window=cfg.window or model_cfg.num_frames,
+        window=cfg.window or model_cfg.dynamics.context,
+        resolution=resolution,
         preview=previews.rollout_preview,
         frozen=[genie.tokenizer],
     )
 
 
-def build_datasets(cfg: TrainConfig, stage: Stage, resolution: tuple[int, int] | None):
-    """(train, val) WindowDatasets over cfg.stores; val is None when val_fraction is 0."""
+def build_datasets(cfg: TrainConfig, stage: Stage):
+    """(train, val) WindowDatasets over cfg.stores (val is None when val_fraction is 0), after checking
+    that every store matches the model's resolution and has episodes long enough for the window."""
     from genie_robot.data.store import EpisodeStore, StoreError
-    from genie_robot.data.windows import WindowDataset
+    from genie_robot.data.windows import WindowDataset, split_episodes
 
     if not cfg.stores:
-        raise ValueError("no stores given: pass --store PATH (repeat for several; PATH:WEIGHT to weight them)")
+        raise ConfigError("no stores given: pass --store PATH (repeat for several; PATH:WEIGHT to weight them)")
+    span = (stage.window - 1) * cfg.frame_stride + 1  # frames one window covers
+    splits = ["train", "val"] if cfg.val_fraction > 0 else ["all"]
     for path in cfg.stores:
-        store = EpisodeStore.open(path)
-        if resolution is not None and tuple(store.resolution) != tuple(resolution):
-            raise ValueError(
-                f"{path} holds {store.resolution[0]}x{store.resolution[1]} frames but the model config expects "
-                f"{resolution[0]}x{resolution[1]}; use a store at that resolution (convert/simulate with "
-                f"--resolution {resolution[0]}x{resolution[1]}) or set the model's resolution to match "
-                f"(--set model.<...>.resolution=...)"
+        try:
+            store = EpisodeStore.open(path)
+        except StoreError as exc:
+            raise ConfigError(str(exc)) from None
+        res = stage.resolution
+        if res is not None and tuple(store.resolution) != tuple(res):
+            raise ConfigError(
+                f"store resolution {store.resolution[0]}x{store.resolution[1]} ({path}) differs from the model "
+                f"config's {res[0]}x{res[1]}: use a store at {res[0]}x{res[1]} (genie-robot simulate/convert "
+                f"--resolution {res[0]}), or a preset at the store's resolution (--preset)"
             )
+        for split in splits:
+            lengths = store.episode_lengths[split_episodes(store.num_episodes, split, cfg.val_fraction)]
+            if not (lengths >= span).any():
+                raise ConfigError(
+                    f"dataset too small for the window length: {path} has no {split} episode with the {span} "
+                    f"frames a window of {stage.window} (frame_stride {cfg.frame_stride}) needs ({len(lengths)} "
+                    f"{split} episodes of {store.num_episodes}, longest {int(lengths.max()) if len(lengths) else 0} "
+                    "frames); use a shorter window (--set window=N) or longer/more episodes"
+                    + ("; or train without validation: --set val_fraction=0" if split == "val" else "")
+                )
     common = dict(window=stage.window, stride=cfg.frame_stride, val_fraction=cfg.val_fraction,
                   seed=cfg.seed, weights=cfg.store_weights)
     try:
-        train_set = WindowDataset(cfg.stores, split="train" if cfg.val_fraction > 0 else "all",
-                                  length=cfg.max_steps * cfg.batch_size, **common)
-    except StoreError as exc:
-        raise ValueError(f"dataset too small for the window length: {exc}") from None
-    val_set = None
-    if cfg.val_fraction > 0:
-        try:
+        train_set = WindowDataset(cfg.stores, split=splits[0], length=cfg.max_steps * cfg.batch_size, **common)
+        val_set = None
+        if cfg.val_fraction > 0:
             val_set = WindowDataset(cfg.stores, split="val", length=cfg.val_batches * cfg.batch_size, **common)
-        except StoreError as exc:
-            raise ValueError(
-                f"dataset too small for validation with this window length: {exc}; "
-                "or train without validation: --set val_fraction=0"
-            ) from None
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
     return train_set, val_set
 
 
@@ -343,12 +363,12 @@ def build_datasets(cfg: TrainConfig, stage: Stage, resolution: tuple[int, int] |
 
 def _model_check(saved: dict, stage: Stage, cfg: TrainConfig, path: Path) -> None:
     if saved.get("model") != stage.model_config or saved.get("stage") != stage.name:
-        raise ValueError(
+        raise ConfigError(
             f"cannot resume from {path}: it was trained with another model config or stage; "
             "resume with the same --preset/--set model.* (or start a new --run-dir)"
         )
     if saved["train"]["batch_size"] != cfg.batch_size:
-        raise ValueError(
+        raise ConfigError(
             f"cannot resume from {path}: it was trained with batch_size {saved['train']['batch_size']}, "
             f"this run has {cfg.batch_size}; the data position is counted in samples of that batch size"
         )
@@ -375,7 +395,8 @@ def evaluate(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device
             k = frames.shape[0]
             totals["loss"] = totals.get("loss", 0.0) + float(loss) * k
             for name, v in metrics.items():
-                totals[name] = totals.get(name, 0.0) + float(v) * k
+                if name != "loss":  # models repeat their loss in the metrics
+                    totals[name] = totals.get(name, 0.0) + float(v) * k
             n += k
     names = sorted(totals)
     vec = torch.tensor([totals[k] for k in names] + [n], dtype=torch.float64)
@@ -401,7 +422,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
     malloc_mode = tune_cpu_allocator()
     info, device = setup_distributed(cfg.device)
     if cfg.batch_size % info.world:
-        raise ValueError(f"batch_size {cfg.batch_size} is the global batch; it must divide by the {info.world} processes")
+        raise ConfigError(f"batch_size {cfg.batch_size} is the global batch; it must divide by the {info.world} processes")
     run_dir = cfg.resolved_run_dir
     resume_path = _find_resume(run_dir, resume)
 
@@ -409,10 +430,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
     if stage is None:
         stage = build_stage(cfg)
     if train_set is None:
-        resolution = None
-        with contextlib.suppress(Exception):
-            resolution = tuple(resolve_model_config(cfg).resolution)
-        train_set, val_set = build_datasets(cfg, stage, resolution)
+        train_set, val_set = build_datasets(cfg, stage)
 
     model = stage.model.to(device)
     stage.train_mode()
@@ -539,7 +557,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
             step += 1
 
             # Log the global-batch mean (the same numbers 1 process would print).
-            names = sorted(metrics)
+            names = sorted(k for k in metrics if k != "loss")
             vec = torch.tensor([loss.item()] + [float(metrics[k]) for k in names], dtype=torch.float64)
             if info.world > 1:
                 vec = vec.to(device)
@@ -590,14 +608,17 @@ def _find_resume(run_dir: Path, resume: str | bool | None) -> Path | None:
     if resume in (None, False, ""):
         latest = ckpt_io.latest_checkpoint(run_dir)
         if latest is not None:
-            raise FileExistsError(
+            raise ConfigError(
                 f"run dir {run_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
                 "continue it, or choose another --run-dir"
             )
         return None
     if resume in (True, "auto"):
         return ckpt_io.latest_checkpoint(run_dir)  # None: nothing to resume yet, start fresh
-    return ckpt_io.resolve_checkpoint(resume)
+    try:
+        return ckpt_io.resolve_checkpoint(resume)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--resume {resume}: {exc}") from None
 
 
 def _open_tracker(cfg: TrainConfig, stage: Stage, run_id: str | None):
@@ -654,12 +675,19 @@ def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
         fields["stores"] = [p for p, _ in specs]
         if any(w is not None for _, w in specs):
             fields["store_weights"] = [1.0 if w is None else w for _, w in specs]
-    return load_config(args.config, args.overrides, **fields)
+    try:
+        return load_config(args.config, args.overrides, **fields)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, args.stage)
-    final = train(cfg, resume=args.resume)
+    try:
+        cfg = config_from_args(args, args.stage)
+        final = train(cfg, resume=args.resume)
+    except (ConfigError, FileNotFoundError) as exc:  # config / data / checkpoint problems: no traceback
+        print(f"genie-robot train {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
     if final is not None:
         print(f"final checkpoint: {final}")
     return 0

@@ -16,7 +16,7 @@ import tiny_run  # noqa: E402
 
 from training import checkpoints as ckpt_io  # noqa: E402
 from training.configs import TrainConfig, apply_model_overrides, flatten, load_config, parse_set  # noqa: E402
-from training.train import EMA, StreamSampler, lr_at, train  # noqa: E402
+from training.train import EMA, ConfigError, StreamSampler, lr_at, train  # noqa: E402
 
 # -- configs -----------------------------------------------------------------------------------
 
@@ -181,5 +181,5 @@ def test_tiny_run_logs_to_mlflow_and_checkpoints(tmp_path):
     assert config["stage"] == "tokenizer" and config["train"]["max_steps"] == 12
 
     # Training again into the same run dir without --resume is refused with the fix in the message.
-    with pytest.raises(FileExistsError, match="pass --resume"):
+    with pytest.raises(ConfigError, match="pass --resume"):
         train(cfg, tiny_run.tiny_stage(), tiny_run.SyntheticWindows(), None)
