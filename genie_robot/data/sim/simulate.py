@@ -139,7 +139,7 @@ def simulate(
     resolution: int = 64,
     workers: int = 2,
     seed: int = 0,
-    scene: str = "push",
+    scene: str = "mix",
     *,
     overwrite: bool = False,
     progress: bool = True,
@@ -214,9 +214,9 @@ def register_cli(subparsers) -> None:
     p.add_argument(
         "--scene",
         choices=SCENE_CHOICES,
-        default="push",
+        default="mix",
         help="Fetch scene: push, pick (pick and place, the only one with a moving gripper), slide, "
-        "or mix (cycles the three by episode); default push",
+        "or mix (cycles the three by episode, the richest motion vocabulary); default mix",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
     p.set_defaults(func=_run)
