@@ -65,7 +65,7 @@ class TrainConfig:
     sample_every: int = 500  # reconstruction grids / rollout GIFs as MLflow artifacts, in steps; 0: never
     ckpt_every: int = 500  # checkpoint interval in steps (a final checkpoint is always written)
     keep_last: int = 3  # checkpoints kept in <run_dir>/checkpoints
-    tracking_uri: str | None = None  # MLflow; None: sqlite:///<cwd>/mlflow.db, artifacts in <cwd>/mlartifacts
+    tracking_uri: str | None = None  # MLflow; None: sqlite:///<cwd>/mlflow.db, artifacts in <cwd>/mlruns
     experiment: str = "genie-robot"
     run_name: str | None = None  # None: "<stage>-<preset>"
 

@@ -1,8 +1,9 @@
 """Experiment tracking: the one logging path of training, to MLflow 3.
 
 By default runs go to a local store in the working directory -- `sqlite:///<cwd>/mlflow.db` with
-artifacts under `<cwd>/mlartifacts/` -- so nothing needs a server; `mlflow ui --backend-store-uri
-sqlite:///mlflow.db` shows them. `--tracking-uri http://host:5000` sends them to a team server.
+artifacts under `<cwd>/mlruns/` (MLflow's own default name, git-ignored) -- so nothing needs a
+server; `mlflow ui --backend-store-uri sqlite:///mlflow.db` shows them. `--tracking-uri
+http://host:5000` sends them to a team server instead.
 
 Each run gets the flattened config as params, per-step metrics (buffered, sent in batches), system
 info as tags, and files as artifacts. Weights are logged as safetensors files, never as pickled
@@ -27,9 +28,9 @@ def default_tracking_uri() -> str:
 
 
 def artifact_root_for(tracking_uri: str) -> str | None:
-    """Artifacts of a local sqlite store go to `mlartifacts/` beside the database; a server decides itself."""
+    """Artifacts of a local sqlite store go to `mlruns/` beside the database; a server decides itself."""
     if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
     return None
 
 

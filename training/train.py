@@ -299,7 +299,11 @@ def build_stage(cfg: TrainConfig) -> Stage:
             f"(preset {tok_config['train']['preset']!r}, overrides {tok_config['train']['model'].get('tokenizer', {})})"
         )
     genie = Genie(model_cfg)
-    genie.tokenizer.load_state_dict(tok_weights)
+    try:
+        genie.tokenizer.load_state_dict(tok_weights)
+    except RuntimeError as exc:  # same config, but weights from another version of the model code
+        raise ConfigError(f"tokenizer checkpoint {path} does not fit this version of VideoTokenizer ({exc}); "
+                          "retrain stage 1 with this code") from None
     genie.tokenizer.requires_grad_(False)
     return Stage(
         name="dynamics",

@@ -183,3 +183,12 @@ def test_tiny_run_logs_to_mlflow_and_checkpoints(tmp_path):
     # Training again into the same run dir without --resume is refused with the fix in the message.
     with pytest.raises(ConfigError, match="pass --resume"):
         train(cfg, tiny_run.tiny_stage(), tiny_run.SyntheticWindows(), None)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "training" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_example_configs_load(path):
+    from training.train import resolve_model_config
+
+    cfg = load_config(str(path))
+    resolve_model_config(cfg)  # the preset plus overrides is a valid GenieConfig
