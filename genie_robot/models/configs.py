@@ -1,0 +1,348 @@
+"""Typed configs for the three Genie models, the presets `tiny` / `cpu` / `paper`, and `model_cost`.
+
+A `GenieConfig` is plain data: it round-trips through JSON (`to_dict` / `from_dict`) so checkpoints
+and MLflow runs carry the exact architecture. `model_cost(cfg)` counts parameters and forward matmul
+FLOPs analytically (no model is built, so it works for the 10B `paper` preset too); a test checks the
+counts against the built models and `torch.utils.flop_counter.FlopCounterMode`.
+
+Shape letters: B batch, T frames, N tokens per frame, M width, D code dim, V codebook size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TransformerConfig:
+    """One ST-Transformer (see st_transformer.py)."""
+
+    width: int = 64  # M
+    depth: int = 2  # L blocks (spatial attention -> causal temporal attention -> FFN)
+    heads: int = 2
+    ffn_width: int = 256  # hidden width of the one feed-forward layer per block
+
+    def __post_init__(self):
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+
+
+@dataclass
+class QuantizerConfig:
+    """Straight-through VQ on l2-normalised codes in a low-dimensional space (see quantizer.py)."""
+
+    num_codes: int = 64  # V
+    code_dim: int = 16  # D
+    beta: float = 0.25  # commitment weight
+    usage_decay: float = 0.99  # EMA decay of per-code usage counters (logged)
+    dead_after: int = 100  # a code unused for this many training steps is re-seeded from encoder outputs
+
+
+@dataclass
+class TokenizerConfig:
+    """ST-ViViT VQ-VAE: patches -> causal ST-Transformer encoder -> VQ -> causal ST-Transformer decoder."""
+
+    resolution: tuple[int, int] = (16, 16)  # (H, W) pixels
+    patch: int = 4
+    context: int = 16  # temporal attention window in frames (training windows should be <= this)
+    encoder: TransformerConfig = field(default_factory=TransformerConfig)
+    decoder: TransformerConfig = field(default_factory=TransformerConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    random_time_offset: bool = True  # train at random absolute frame positions (see st_transformer.py)
+
+    @property
+    def grid(self) -> tuple[int, int]:  # (h, w) tokens
+        return (self.resolution[0] // self.patch, self.resolution[1] // self.patch)
+
+    @property
+    def num_tokens(self) -> int:  # N
+        return self.grid[0] * self.grid[1]
+
+    def __post_init__(self):
+        _check_patch(self.resolution, self.patch, "tokenizer")
+
+
+@dataclass
+class LatentActionConfig:
+    """Latent action model: VQ-VAE over frame transitions, |A| codes."""
+
+    resolution: tuple[int, int] = (16, 16)
+    patch: int = 8
+    input: str = "pixels"  # "pixels" (paper) | "tokens" (ablation, not implemented yet)
+    context: int = 16
+    encoder: TransformerConfig = field(default_factory=TransformerConfig)
+    decoder: TransformerConfig = field(default_factory=TransformerConfig)
+    quantizer: QuantizerConfig = field(
+        default_factory=lambda: QuantizerConfig(num_codes=8, code_dim=16, dead_after=50)
+    )
+    random_time_offset: bool = True
+    # Log how much worse the decoder does with the batch's actions shuffled; ~1.0 means the decoder
+    # ignores the action (the LAM has collapsed into a next-frame predictor / image compressor).
+    monitor_action_sensitivity: bool = True
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.resolution[0] // self.patch, self.resolution[1] // self.patch)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def num_actions(self) -> int:
+        return self.quantizer.num_codes
+
+    def __post_init__(self):
+        _check_patch(self.resolution, self.patch, "latent action model")
+        if self.input not in ("pixels", "tokens"):
+            raise ValueError(f"LatentActionConfig.input must be 'pixels' or 'tokens', got {self.input!r}")
+
+
+@dataclass
+class DynamicsConfig:
+    """MaskGIT dynamics over tokenizer tokens, conditioned on latent actions (additive embeddings)."""
+
+    vocab_size: int = 64  # V, = tokenizer codebook size
+    grid: tuple[int, int] = (4, 4)  # (h, w) token grid, = tokenizer grid
+    num_actions: int = 8  # |A|, = LAM codebook size
+    action_dim: int = 16  # D of the LAM codebook
+    context: int = 16  # frames of temporal context (KV-cache window)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    mask_rate: tuple[float, float] = (0.5, 1.0)  # per-sample Bernoulli rate ~ U(lo, hi)
+    random_time_offset: bool = True
+    # sampling defaults (maskgit.generate_next arguments override them)
+    maskgit_steps: int = 25
+    temperature: float = 2.0
+    order: str = "random"  # "random" | "confidence"
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+@dataclass
+class GenieConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    lam: LatentActionConfig = field(default_factory=LatentActionConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    name: str = "custom"
+
+    def __post_init__(self):
+        t, a, d = self.tokenizer, self.lam, self.dynamics
+        problems = []
+        if d.vocab_size != t.quantizer.num_codes:
+            problems.append(f"dynamics.vocab_size {d.vocab_size} != tokenizer codes {t.quantizer.num_codes}")
+        if tuple(d.grid) != t.grid:
+            problems.append(f"dynamics.grid {tuple(d.grid)} != tokenizer grid {t.grid}")
+        if d.num_actions != a.quantizer.num_codes:
+            problems.append(f"dynamics.num_actions {d.num_actions} != LAM codes {a.quantizer.num_codes}")
+        if d.action_dim != a.quantizer.code_dim:
+            problems.append(f"dynamics.action_dim {d.action_dim} != LAM code_dim {a.quantizer.code_dim}")
+        if tuple(t.resolution) != tuple(a.resolution):
+            problems.append(f"tokenizer resolution {t.resolution} != LAM resolution {a.resolution}")
+        if problems:
+            raise ValueError("inconsistent GenieConfig: " + "; ".join(problems) + " (build it with link_dynamics)")
+
+    def to_dict(self) -> dict:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GenieConfig":
+        return _from_dict(cls, d)
+
+
+def link_dynamics(tokenizer: TokenizerConfig, lam: LatentActionConfig, **dynamics_kwargs) -> DynamicsConfig:
+    """A DynamicsConfig whose vocabulary, grid and action fields match the tokenizer and LAM."""
+    return DynamicsConfig(
+        vocab_size=tokenizer.quantizer.num_codes,
+        grid=tokenizer.grid,
+        num_actions=lam.quantizer.num_codes,
+        action_dim=lam.quantizer.code_dim,
+        **dynamics_kwargs,
+    )
+
+
+# ---------------------------------------------------------------------------------------- presets
+
+
+def preset(name: str) -> GenieConfig:
+    """`tiny` (tests, seconds), `cpu` (the default: 64x64, ~9 M params, trains on 2 CPU cores),
+    `paper` (Genie's component sizes, for GPUs)."""
+    if name == "tiny":
+        tok = TokenizerConfig(
+            resolution=(16, 16), patch=4, context=8,
+            encoder=TransformerConfig(32, 2, 2, 64), decoder=TransformerConfig(32, 2, 2, 64),
+            quantizer=QuantizerConfig(num_codes=32, code_dim=8, dead_after=20),
+        )
+        lam = LatentActionConfig(
+            resolution=(16, 16), patch=8, context=8,
+            encoder=TransformerConfig(32, 2, 2, 64), decoder=TransformerConfig(32, 2, 2, 64),
+            quantizer=QuantizerConfig(num_codes=4, code_dim=8, dead_after=20),
+        )
+        dyn = link_dynamics(tok, lam, context=8, transformer=TransformerConfig(32, 2, 2, 64), maskgit_steps=4)
+        return GenieConfig(tok, lam, dyn, name="tiny")
+    if name == "cpu":
+        # 64x64 frames. Patch 8 -> 8x8 = 64 tokens per frame: the dynamics model runs (steps + 1)
+        # single-frame passes per generated frame, so tokens per frame set the rollout speed; patch 4
+        # (256 tokens) would cost ~4x more per pass. See model_cost / bench numbers in the report.
+        tok = TokenizerConfig(
+            resolution=(64, 64), patch=8, context=16,
+            encoder=TransformerConfig(128, 4, 4, 512), decoder=TransformerConfig(192, 4, 6, 768),
+            quantizer=QuantizerConfig(num_codes=1024, code_dim=32, dead_after=200),
+        )
+        lam = LatentActionConfig(
+            resolution=(64, 64), patch=16, context=16,
+            encoder=TransformerConfig(128, 4, 4, 512), decoder=TransformerConfig(128, 4, 4, 512),
+            quantizer=QuantizerConfig(num_codes=8, code_dim=32, dead_after=100),
+        )
+        dyn = link_dynamics(tok, lam, context=16, transformer=TransformerConfig(192, 6, 6, 768),
+                            maskgit_steps=8, temperature=2.0)
+        return GenieConfig(tok, lam, dyn, name="cpu")
+    if name == "paper":
+        # Component sizes from the Genie paper (arXiv 2402.15391, appendix): tokenizer encoder
+        # 12x512 (8 heads), decoder 20x1024 (16 heads), patch 4, 1024 codes x 32; LAM encoder and
+        # decoder 20x1024 (16 heads), patch 16, 8 codes x 32; 16-frame context, MaskGIT 25 steps at
+        # temperature 2. 160x90 frames are padded to 160x96 here (90 is not a multiple of 4).
+        # The dynamics width/depth are chosen to land on the paper's 10.1B dynamics parameters with
+        # this repo's ST block (the paper's exact layer table for the 11B model is not reproduced).
+        tok = TokenizerConfig(
+            resolution=(96, 160), patch=4, context=16,
+            encoder=TransformerConfig(512, 12, 8, 2048), decoder=TransformerConfig(1024, 20, 16, 4096),
+            quantizer=QuantizerConfig(num_codes=1024, code_dim=32, dead_after=1000),
+        )
+        lam = LatentActionConfig(
+            resolution=(96, 160), patch=16, context=16,
+            encoder=TransformerConfig(1024, 20, 16, 4096), decoder=TransformerConfig(1024, 20, 16, 4096),
+            quantizer=QuantizerConfig(num_codes=8, code_dim=32, dead_after=1000),
+        )
+        dyn = link_dynamics(tok, lam, context=16, transformer=TransformerConfig(5120, 24, 40, 20480),
+                            maskgit_steps=25, temperature=2.0)
+        return GenieConfig(tok, lam, dyn, name="paper")
+    raise ValueError(f"unknown preset {name!r}: use 'tiny', 'cpu' or 'paper'")
+
+
+# ------------------------------------------------------------------------------------- model_cost
+# Analytic counts that mirror the modules exactly (a test compares them with the built models).
+# FLOPs = 2 * multiply-adds of matmuls (linear layers, attention scores and values, codebook lookup);
+# norms, softmax and elementwise ops are left out.
+
+
+def _st_params(c: TransformerConfig, num_tokens: int) -> int:
+    M, F, hd = c.width, c.ffn_width, c.width // c.heads
+    attn = 4 * M * M + 2 * 2 * hd  # qkv + out (no bias), q/k LayerNorm over head_dim
+    block = 3 * 2 * M + 2 * attn + (M * F + F) + (F * M + M)  # 3 pre-norms, 2 attentions, FFN
+    return num_tokens * M + M + c.depth * block + 2 * M  # spatial positions, time gain, blocks, final norm
+
+
+def _st_flops(c: TransformerConfig, num_tokens: int, keys: int) -> int:
+    """Forward FLOPs for one frame of `num_tokens` tokens whose temporal attention sees `keys` frames."""
+    M, F, N = c.width, c.ffn_width, num_tokens
+    linear = 2 * N * (4 * M * M + 4 * M * M + 2 * M * F)  # spatial qkv+out, temporal qkv+out, FFN
+    attn = 2 * 2 * N * N * M + 2 * 2 * N * keys * M  # spatial scores+values, temporal scores+values
+    return c.depth * (linear + attn)
+
+
+def _vq_params(q: QuantizerConfig) -> int:
+    return q.num_codes * q.code_dim
+
+
+def _frames_flops(c: TransformerConfig, num_tokens: int, frames: int, window: int) -> int:
+    """FLOPs of a full (training-style) forward over `frames` frames, per frame on average."""
+    total = sum(_st_flops(c, num_tokens, min(t + 1, window)) for t in range(frames))
+    return total // frames
+
+
+def model_cost(cfg: GenieConfig, frames: int | None = None) -> dict[str, Any]:
+    """Parameters and forward FLOPs per generated frame, per model.
+
+    tokenizer: `decode_flops_per_frame` (one cached decoder step, as in a rollout) and
+      `encode_flops_per_frame` (one cached encoder step);
+    lam: `flops_per_frame` of `infer_actions` (encoder only, cached-step equivalent);
+    dynamics: `flops_per_pass` (one cached single-frame pass) and `flops_per_frame` =
+      (maskgit_steps + 1) passes (the +1 writes the final frame's K/V into the cache);
+    total: params of all three; `flops_per_frame` = dynamics frame + tokenizer decode, i.e. the
+      work of one generated RGB frame. `frames` (default: each model's context) sets how many cached
+      frames the temporal attention reads; counts assume a full window.
+    """
+    t, a, d = cfg.tokenizer, cfg.lam, cfg.dynamics
+    tq, aq = t.quantizer, a.quantizer
+    pix_t, pix_a = t.patch * t.patch * 3, a.patch * a.patch * 3
+    Nt, Na, Nd = t.num_tokens, a.num_tokens, d.num_tokens
+    Me, Md = t.encoder.width, t.decoder.width
+
+    tok_params = (
+        pix_t * Me + Me + _st_params(t.encoder, Nt) + Me * tq.code_dim + tq.code_dim + _vq_params(tq)
+        + tq.code_dim * Md + Md + _st_params(t.decoder, Nt) + Md * pix_t + pix_t
+    )
+    keys_t = min(frames or t.context, t.context)
+    tok_enc = 2 * Nt * (pix_t * Me + Me * tq.code_dim + tq.code_dim * tq.num_codes) + _st_flops(t.encoder, Nt, keys_t)
+    tok_dec = 2 * Nt * (tq.code_dim * Md + Md * pix_t) + _st_flops(t.decoder, Nt, keys_t)
+
+    Mae, Mad = a.encoder.width, a.decoder.width
+    lam_params = (
+        pix_a * Mae + Mae + Mae + _st_params(a.encoder, Na + 1) + Mae * aq.code_dim + aq.code_dim
+        + _vq_params(aq) + pix_a * Mad + Mad + aq.code_dim * Mad + Mad + _st_params(a.decoder, Na)
+        + Mad * pix_a + pix_a
+    )
+    keys_a = min(frames or a.context, a.context)
+    lam_enc = (2 * Na * pix_a * Mae + 2 * (Mae * aq.code_dim + aq.code_dim * aq.num_codes)
+               + _st_flops(a.encoder, Na + 1, keys_a))
+    lam_dec = 2 * Na * (pix_a * Mad + Mad * pix_a) + 2 * aq.code_dim * Mad + _st_flops(a.decoder, Na, keys_a)
+
+    M = d.transformer.width
+    dyn_params = (d.vocab_size + 1) * M + d.action_dim * M + M + _st_params(d.transformer, Nd) + M * d.vocab_size + d.vocab_size
+    keys_d = min(frames or d.context, d.context)
+    dyn_pass = 2 * d.action_dim * M + _st_flops(d.transformer, Nd, keys_d) + 2 * Nd * M * d.vocab_size
+    dyn_frame = (d.maskgit_steps + 1) * dyn_pass
+
+    return {
+        "tokenizer": {"params": tok_params, "encode_flops_per_frame": tok_enc, "decode_flops_per_frame": tok_dec},
+        "lam": {"params": lam_params, "flops_per_frame": lam_enc, "decoder_flops_per_frame": lam_dec},
+        "dynamics": {"params": dyn_params, "flops_per_pass": dyn_pass, "flops_per_frame": dyn_frame,
+                     "maskgit_steps": d.maskgit_steps},
+        "total": {"params": tok_params + lam_params + dyn_params, "flops_per_frame": dyn_frame + tok_dec},
+    }
+
+
+# ------------------------------------------------------------------------------------ (de)serialise
+
+
+def _check_patch(resolution, patch, what):
+    H, W = resolution
+    if H % patch or W % patch:
+        raise ValueError(f"{what}: resolution {tuple(resolution)} is not a multiple of patch {patch}")
+
+
+def _to_jsonable(x):
+    if isinstance(x, dict):
+        return {k: _to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_jsonable(v) for v in x]
+    return x
+
+
+def _from_dict(cls, d: dict):
+    if not isinstance(d, dict):
+        raise TypeError(f"expected a dict for {cls.__name__}, got {type(d).__name__}")
+    kwargs = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(names)}")
+    for name, value in d.items():
+        f = names[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            value = _from_dict(type(default), value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+__all__ = [
+    "TransformerConfig", "QuantizerConfig", "TokenizerConfig", "LatentActionConfig", "DynamicsConfig",
+    "GenieConfig", "link_dynamics", "preset", "model_cost",
+]

@@ -1,0 +1,108 @@
+"""Latent action model (Genie section 2.1): discovers |A| discrete actions from unlabelled video.
+
+A VQ-VAE over transitions, on pixels (patch 16 in the paper):
+  encoder  sees x_1..x_{t+1} (causal ST-Transformer over patches plus one learned "action" token
+           per frame) and emits a continuous latent per transition x_t -> x_{t+1}, read from the
+           action token of frame t+1; quantized to |A| codes of D dims;
+  decoder  sees x_1..x_t and the quantized actions a_1..a_t and predicts x_{t+1} (causal again:
+           input slot t holds frame t's patches plus a_t added to every patch embedding).
+The decoder exists only to train the LAM. Downstream, `infer_actions` labels videos and the
+codebook (`action_embeddings`) becomes the dynamics model's action embedding table.
+
+Failure this guards against: the decoder learns to predict x_{t+1} from x_1..x_t alone and
+ignores the action, and the codes collapse (or the encoder spends its bits on appearance, an image
+compressor). Guards: the action is only 3 bits (|A| = 8) and is added to *every* patch of the
+decoder input, so it cannot be drowned out; the quantizer logs usage/perplexity and re-seeds dead
+codes; and `loss` logs `action_sensitivity`, the decoder's MSE with the batch's actions shuffled
+divided by its MSE with the true actions. A healthy LAM is well above 1; a value near 1 means the
+action carries no information (stop and look at the codebook usage).
+
+Convention (shared with the dynamics model): actions_BT1[:, t] is the transition x_t -> x_{t+1}.
+Shapes: B batch, T frames, N patches per frame, P pixel values per patch, M width, D code dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .configs import LatentActionConfig
+from .quantizer import VectorQuantizer
+from .st_transformer import STTransformer, init_weights
+from .tokenizer import check_frames, patchify, to_float
+
+
+class LatentActionModel(nn.Module):
+    def __init__(self, cfg: LatentActionConfig):
+        super().__init__()
+        if cfg.input != "pixels":
+            raise NotImplementedError(
+                f"LatentActionConfig.input={cfg.input!r}: only 'pixels' is implemented (the paper's choice); "
+                "'tokens' is the planned ablation"
+            )
+        self.cfg = cfg
+        P, N = cfg.patch * cfg.patch * 3, cfg.num_tokens
+        enc, dec, D = cfg.encoder, cfg.decoder, cfg.quantizer.code_dim
+        # The input embedding is the one thing the "tokens" ablation swaps (pixels -> token embeddings).
+        self.patch_embed = nn.Linear(P, enc.width)
+        self.action_query = nn.Parameter(torch.randn(enc.width) * 0.02)
+        self.encoder = STTransformer(enc, N + 1, cfg.context, cfg.random_time_offset)
+        self.to_action = nn.Linear(enc.width, D)
+        self.vq = VectorQuantizer(cfg.quantizer)
+        self.dec_patch_embed = nn.Linear(P, dec.width)
+        self.action_embed = nn.Linear(D, dec.width)
+        self.decoder = STTransformer(dec, N, cfg.context, cfg.random_time_offset)
+        self.to_pixels = nn.Linear(dec.width, P)
+        self.apply(init_weights)
+
+    def _inputs(self, frames_BTHW3: Tensor) -> Tensor:
+        return patchify(to_float(frames_BTHW3), self.cfg.patch)
+
+    def _latents(self, x_BTNP: Tensor) -> Tensor:
+        """Continuous latent actions z (B, T-1, D); z[:, t] is read at frame t+1, sees frames <= t+1."""
+        h_BTNM = self.patch_embed(x_BTNP)
+        B, T, _, M = h_BTNM.shape
+        query_BT1M = self.action_query.to(h_BTNM.dtype).expand(B, T, 1, M)
+        y_BTNM = self.encoder(torch.cat([query_BT1M, h_BTNM], dim=2))
+        return self.to_action(y_BTNM[:, 1:, 0])
+
+    def _predict_next(self, x_BTNP: Tensor, aq_BT1D: Tensor) -> Tensor:
+        """Predicted patches of frames 1..T-1 from frames 0..T-2 and actions (slot t: x_t + a_t)."""
+        h = self.dec_patch_embed(x_BTNP[:, :-1]) + self.action_embed(aq_BT1D)[:, :, None, :]
+        return self.to_pixels(self.decoder(h))
+
+    def forward(self, frames_BTHW3: Tensor) -> tuple[Tensor, dict[str, float], Tensor]:
+        """-> (loss, metrics, actions_BT1). Used by `loss` and by Genie.dynamics_loss (stage 2)."""
+        check_frames(frames_BTHW3, self.cfg.resolution, "LatentActionModel", min_frames=2)
+        x_BTNP = self._inputs(frames_BTHW3)
+        z_BT1D = self._latents(x_BTNP)
+        B, T1, D = z_BT1D.shape
+        aq_LD, actions_L, vq_loss, vq_metrics = self.vq(z_BT1D.reshape(B * T1, D))
+        aq_BT1D = aq_LD.view(B, T1, D)
+        target_BTNP = x_BTNP[:, 1:]
+        mse = F.mse_loss(self._predict_next(x_BTNP, aq_BT1D).float(), target_BTNP)
+        loss = mse + vq_loss
+        metrics = {"loss": loss.item(), "mse": mse.item(), "vq_loss": vq_loss.item()}
+        metrics.update({f"vq/{k}": v for k, v in vq_metrics.items()})
+        if self.cfg.monitor_action_sensitivity and B * T1 > 1:
+            with torch.no_grad():  # same frames, actions rolled by one across the batch
+                shuffled = aq_LD.detach().roll(1, dims=0).view(B, T1, D)
+                mse_shuffled = F.mse_loss(self._predict_next(x_BTNP, shuffled).float(), target_BTNP)
+            metrics["action_sensitivity"] = mse_shuffled.item() / max(mse.item(), 1e-12)
+        return loss, metrics, actions_L.view(B, T1)
+
+    def loss(self, frames_BTHW3: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Next-frame MSE (on [-1, 1] pixels) + VQ loss."""
+        loss, metrics, _ = self(frames_BTHW3)
+        return loss, metrics
+
+    @torch.no_grad()
+    def infer_actions(self, frames_BTHW3: Tensor) -> Tensor:
+        """uint8 (B, T, H, W, 3) -> actions (B, T-1) int64 in [0, |A|); [:, t] labels x_t -> x_{t+1}."""
+        check_frames(frames_BTHW3, self.cfg.resolution, "LatentActionModel.infer_actions", min_frames=2)
+        return self.vq.quantize(self._latents(self._inputs(frames_BTHW3)))
+
+    def action_embeddings(self) -> Tensor:
+        """(|A|, D) normalised codebook, detached: the dynamics model's action table (stop-gradient)."""
+        return self.vq.embeddings().detach()

@@ -1,0 +1,103 @@
+"""Vector quantizer shared by the video tokenizer and the latent action model.
+
+Straight-through VQ-VAE quantizer (van den Oord et al. 2017) with the two fixes that keep codebooks
+alive (ViT-VQGAN, Yu et al. 2022): the lookup happens in a low-dimensional space (the model projects
+to `code_dim` first) and both inputs and codes are l2-normalised, so the nearest code is the one with
+the largest cosine similarity and no code can drift far away from the data.
+
+Codebook collapse is the most reported failure of Genie reimplementations, so health is built in:
+- every training step logs the batch `perplexity`, the fraction of codes used in the batch
+  (`usage`), the perplexity of the EMA usage counters (`usage_perplexity`), the number of codes
+  unused for over half of `dead_after` steps (`stale_codes`) and of codes re-seeded (`codes_reset`);
+- a code unused for `dead_after` training steps is re-seeded from a random encoder output of the
+  current batch (dead-code reset), so capacity that collapsed comes back.
+Statistics and resets happen only in training mode when `update` is not False; `quantize` (used by
+encode / infer_actions) never changes state. Under torch.distributed the counts are summed over
+ranks and rank 0's re-seeded codebook is broadcast, so replicas stay identical.
+
+Shapes: L vectors (any flattened batch), D code dim, V codes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .configs import QuantizerConfig
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, cfg: QuantizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        V, D = cfg.num_codes, cfg.code_dim
+        self.codebook = nn.Parameter(F.normalize(torch.randn(V, D), dim=-1))
+        self.register_buffer("usage", torch.full((V,), 1.0 / V))  # EMA of the share of assignments
+        self.register_buffer("last_used", torch.zeros(V, dtype=torch.long))  # step a code was last used
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps seen
+
+    def embeddings(self) -> Tensor:
+        """(V, D) normalised codes: what downstream models embed (e.g. latent actions for dynamics)."""
+        return F.normalize(self.codebook, dim=-1)
+
+    def quantize(self, z_LD: Tensor) -> Tensor:
+        """Nearest code (max cosine similarity) per vector -> codes_L int64. No state change."""
+        return (F.normalize(z_LD.float(), dim=-1) @ self.embeddings().float().t()).argmax(dim=-1)
+
+    def forward(self, z_LD: Tensor, update: bool = True) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+        """-> (z_q_LD straight-through, codes_L, vq loss (fp32 scalar), metrics).
+
+        loss = ||sg(z) - e||^2 (moves codes) + beta * ||z - sg(e)||^2 (commitment), on unit vectors.
+        """
+        z = F.normalize(z_LD.float(), dim=-1)
+        codes = self.quantize(z)
+        e = self.embeddings().float()[codes]
+        loss = F.mse_loss(e, z.detach()) + self.cfg.beta * F.mse_loss(z, e.detach())
+        z_q = z + (e - z).detach()
+        metrics = self._update(z.detach(), codes) if (update and self.training) else self._stats(codes)
+        return z_q.to(z_LD.dtype), codes, loss, metrics
+
+    # --------------------------------------------------------------------------- codebook health
+
+    @torch.no_grad()
+    def _stats(self, codes: Tensor, extra: Tensor | None = None) -> dict[str, float]:
+        counts = torch.bincount(codes, minlength=self.cfg.num_codes).float()
+        return self._metrics(counts, extra)
+
+    def _metrics(self, counts: Tensor, extra: Tensor | None) -> dict[str, float]:
+        p = counts / counts.sum().clamp(min=1)
+        perplexity = torch.exp(-(p * torch.log(p.clamp(min=1e-10))).sum())
+        u = self.usage / self.usage.sum()
+        usage_perplexity = torch.exp(-(u * torch.log(u.clamp(min=1e-10))).sum())
+        used = (counts > 0).float().mean()
+        values = [perplexity, used, usage_perplexity]
+        names = ["perplexity", "usage", "usage_perplexity"]
+        if extra is not None:
+            values += list(extra)
+            names += ["stale_codes", "codes_reset"]
+        return dict(zip(names, torch.stack([v.float() for v in values]).tolist()))
+
+    @torch.no_grad()
+    def _update(self, z: Tensor, codes: Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        counts = torch.bincount(codes, minlength=cfg.num_codes).float()
+        distributed = dist.is_available() and dist.is_initialized()
+        if distributed:
+            dist.all_reduce(counts)
+        self.steps += 1
+        self.usage.mul_(cfg.usage_decay).add_(counts / counts.sum().clamp(min=1), alpha=1 - cfg.usage_decay)
+        self.last_used[counts > 0] = self.steps
+        dead = (self.steps - self.last_used) > cfg.dead_after
+        n_dead = int(dead.sum())
+        if n_dead:
+            # Re-seed from encoder outputs of this batch: new codes start where the data is.
+            pick = torch.randint(z.shape[0], (n_dead,), device=z.device)
+            seeds = z[pick] + 0.01 * torch.randn_like(z[pick])
+            self.codebook.data[dead] = F.normalize(seeds, dim=-1).to(self.codebook.dtype)
+            self.last_used[dead] = self.steps
+            if distributed:
+                dist.broadcast(self.codebook.data, src=0)
+        stale = ((self.steps - self.last_used) > cfg.dead_after // 2).sum()  # heading for a reset
+        return self._metrics(counts, torch.stack([stale.float(), torch.tensor(float(n_dead), device=stale.device)]))

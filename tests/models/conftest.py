@@ -1,0 +1,58 @@
+"""Shared fixtures for the model tests: tiny preset, one thread, fixed seeds."""
+
+import pytest
+import torch
+
+from genie_robot.models import preset
+
+
+@pytest.fixture(autouse=True)
+def _determinism():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def cfg():
+    return preset("tiny")
+
+
+def random_frames(cfg, B=2, T=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    H, W = cfg.tokenizer.resolution
+    return torch.randint(0, 256, (B, T, H, W, 3), dtype=torch.uint8, generator=g)
+
+
+MOVES = ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1))  # stay, down, right, up, left (pixels per frame)
+
+
+def moving_square_video(cfg, B=2, T=4, seed=0, step=1, moves_BT1=None):
+    """Learnable clips: a bright square on a dark gradient; between frames t and t+1 it makes move
+    `moves_BT1[b, t]` (an index into MOVES, default random in 1..4) of `step` pixels.
+    Returns (uint8 frames (B, T, H, W, 3), moves (B, T-1))."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = cfg.tokenizer.resolution
+    if moves_BT1 is None:
+        moves_BT1 = torch.randint(1, len(MOVES), (B, T - 1), generator=g)
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    frames = torch.zeros(B, T, H, W, 3)
+    for b in range(B):
+        y, x = torch.randint(4, H - 8, (2,), generator=g).tolist()
+        for t in range(T):
+            if t > 0:
+                dy, dx = MOVES[int(moves_BT1[b, t - 1])]
+                y, x = (y + dy * step) % (H - 4), (x + dx * step) % (W - 4)
+            frames[b, t, ..., 0] = xx / W * 0.3
+            frames[b, t, ..., 2] = yy / H * 0.3
+            frames[b, t, y:y + 4, x:x + 4, :] = 0.9
+    return (frames * 255).round().to(torch.uint8), moves_BT1
+
+
+@pytest.fixture
+def make_random_frames():
+    return random_frames
+
+
+@pytest.fixture
+def make_video():
+    return moving_square_video
