@@ -226,12 +226,24 @@ def load_config(
 def apply_model_overrides(base: dict, overrides: dict, prefix: str = "model") -> dict:
     """Apply nested `overrides` onto the preset dict `base` (a copy), checking every key exists.
 
-    Numbers are coerced to the type of the value they replace, so `--set model.x.lr_scale=1` stays a float.
+    A key that is not in a group but names exactly one field of its sub-groups is that field:
+    `model.dynamics.depth` is `model.dynamics.transformer.depth`; `model.tokenizer.depth` is ambiguous
+    (encoder or decoder) and an error. Numbers are coerced to the type of the value they replace.
     """
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
     for key, value in overrides.items():
         name = f"{prefix}.{key}"
         if key not in out:
+            paths = _find_nested(out, key)
+            if len(paths) == 1:  # shorthand for the one nested field of that name
+                nested: Any = value
+                for part in reversed(paths[0][1:]):
+                    nested = {part: nested}
+                out = apply_model_overrides(out, {paths[0][0]: nested}, prefix)
+                continue
+            if paths:
+                options = " or ".join(".".join([prefix, *p]) for p in paths)
+                raise ValueError(f"model config key {name!r} is ambiguous: use {options}")
             close = difflib.get_close_matches(key, list(out), n=3)
             hint = (f"did you mean {' or '.join(f'{prefix}.{c}' for c in close)}?" if close
                     else f"known: {', '.join(f'{prefix}.{k}' for k in out)}")
@@ -250,6 +262,17 @@ def apply_model_overrides(base: dict, overrides: dict, prefix: str = "model") ->
         else:
             out[key] = value
     return out
+
+
+def _find_nested(d: dict, key: str) -> list[list[str]]:
+    """Paths (below `d`'s own level) to fields named `key`."""
+    found = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            if key in v:
+                found.append([k, key])
+            found += [[k, *p] for p in _find_nested(v, key)]
+    return found
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -649,7 +649,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="YAML", help="YAML file of TrainConfig keys (see training/configs/)")
     p.add_argument("--preset", default=None, help="model preset: tiny | cpu | paper (default: cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a config value, e.g. --set lr=3e-4 --set model.dynamics.depth=4")
+                   help="override a config value, e.g. --set lr=3e-4 --set model.dynamics.transformer.depth=4 "
+                        "(model.dynamics.depth=4 also works: a field name unique within its group)")
     p.add_argument("--run-dir", default=None, help="checkpoints and samples go here (default: runs/<stage>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in the run dir (or the given one), same MLflow run")

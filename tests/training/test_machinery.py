@@ -53,6 +53,13 @@ def test_model_overrides_check_keys_and_keep_types():
         apply_model_overrides(base, {"dynamics": {"depht": 4}})
     with pytest.raises(ValueError, match="group of settings"):
         apply_model_overrides(base, {"dynamics": 3})
+    # a field name unique within a group is a shorthand for its nested path; an ambiguous one is an error
+    nested = {"dynamics": {"transformer": {"depth": 8, "width": 64}, "context": 16},
+              "tokenizer": {"encoder": {"depth": 2}, "decoder": {"depth": 2}}}
+    out = apply_model_overrides(nested, {"dynamics": {"depth": 4}})
+    assert out["dynamics"] == {"transformer": {"depth": 4, "width": 64}, "context": 16}
+    with pytest.raises(ValueError, match="ambiguous: use model.tokenizer.encoder.depth or model.tokenizer.decoder.depth"):
+        apply_model_overrides(nested, {"tokenizer": {"depth": 4}})
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": []}) == {"a.b": 1, "a.c.d": 2, "e": []}
 
 
