@@ -1,0 +1,90 @@
+"""Shared test fixtures. `tiny_store` writes a small random episode store and returns its path.
+
+Frames carry markers so tests can check where a frame came from: in every frame,
+pixel [0, 0, 0] = episode index (mod 256) and pixel [0, 0, 1] = frame index within the episode
+(mod 256). With actions, action[t, 0] = episode index and action[t, 1] = t (when A >= 2).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+
+def make_episode(
+    index: int, length: int, resolution=(16, 16), action_dim=2, state_dim=None, instruction=None, seed=0
+):
+    """One marked random Episode (see module docstring). Imported lazily so conftest needs no zarr."""
+    from genie_robot.data.store import Episode
+
+    rng = np.random.default_rng([seed, index])
+    h, w = resolution
+    rgb = rng.integers(0, 256, size=(length, h, w, 3), dtype=np.uint8)
+    t = np.arange(length)
+    rgb[:, 0, 0, 0] = index % 256
+    rgb[:, 0, 0, 1] = t % 256
+    action = state = None
+    if action_dim:
+        action = rng.normal(size=(length, action_dim)).astype(np.float32)
+        action[:, 0] = index
+        if action_dim >= 2:
+            action[:, 1] = t
+    if state_dim:
+        state = rng.normal(size=(length, state_dim)).astype(np.float32)
+    return Episode(rgb=rgb, action=action, state=state, instruction=instruction)
+
+
+@pytest.fixture
+def tiny_store(tmp_path):
+    """Factory: tiny_store(episodes=4, length=12, ...) -> path of a complete store under tmp_path.
+
+    episodes: number of episodes, or a list of per-episode lengths (then `length` is ignored).
+    instructions: give every other episode an instruction ("task i"), the rest None.
+    path: where to write (default: a fresh directory under tmp_path; any fsspec URL works).
+    """
+    counter = itertools.count()
+
+    def make(
+        episodes: int | list[int] = 4,
+        *,
+        length: int = 12,
+        resolution: tuple[int, int] = (16, 16),
+        action_dim: int | None = 2,
+        state_dim: int | None = None,
+        instructions: bool = True,
+        fps: float = 10.0,
+        source: str = "tiny",
+        camera: str = "rgb",
+        chunk_frames: int = 4,
+        seed: int = 0,
+        path: str | None = None,
+    ) -> str:
+        from genie_robot.data.store import StoreWriter
+
+        lengths = [length] * episodes if isinstance(episodes, int) else list(episodes)
+        path = str(path or tmp_path / f"tiny{next(counter)}.zarr")
+        with StoreWriter(
+            path,
+            resolution=resolution,
+            fps=fps,
+            source=source,
+            camera=camera,
+            action_dim=action_dim,
+            state_dim=state_dim,
+            chunk_frames=chunk_frames,
+        ) as writer:
+            for i, n in enumerate(lengths):
+                instruction = f"task {i}" if instructions and i % 2 == 0 else None
+                writer.add_episode(make_episode(i, n, resolution, action_dim, state_dim, instruction, seed))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def tiny_episode():
+    """The marked-episode maker behind tiny_store: tiny_episode(index, length, resolution=(16, 16),
+    action_dim=2, state_dim=None, instruction=None, seed=0) -> Episode."""
+    return make_episode
