@@ -136,7 +136,10 @@ def _reveal(logits_BNV: Tensor, tokens_BN: Tensor, masked_BN: Tensor, n_reveal: 
     logits = logits_BNV.float()
     if temperature > 0:
         probs_BNV = torch.softmax(logits / temperature, dim=-1)
-        sampled_BN = torch.multinomial(probs_BNV.view(B * N, V), 1, generator=generator).view(B, N)
+        # inverse-CDF sampling: on CPU ~10x cheaper than torch.multinomial (which draws V exponentials)
+        cdf_BNV = probs_BNV.cumsum(dim=-1)
+        u_BN1 = torch.rand(B, N, 1, generator=generator, device=logits.device) * cdf_BNV[..., -1:]
+        sampled_BN = torch.searchsorted(cdf_BNV, u_BN1)[..., 0].clamp(max=V - 1)
     else:
         probs_BNV = torch.softmax(logits, dim=-1)
         sampled_BN = logits.argmax(dim=-1)

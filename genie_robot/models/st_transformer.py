@@ -151,7 +151,9 @@ class STTransformer(nn.Module):
             else:
                 t0_B = torch.zeros(B, dtype=torch.long, device=device)
         t_BT = t0_B[:, None] + torch.arange(T, device=device)
-        x = x_BTNM + self.spatial_pos.to(x_BTNM.dtype) + self.time_embedding(t_BT)[:, :, None, :].to(x_BTNM.dtype)
+        # the residual stream stays in the parameters' dtype (fp32 under autocast)
+        dtype = self.spatial_pos.dtype
+        x = x_BTNM.to(dtype) + self.spatial_pos + self.time_embedding(t_BT)[:, :, None, :].to(dtype)
         mask = None if T <= self.window else _banded_causal_mask(T, self.window, device)
         for block in self.blocks:
             x = block(x, mask)
@@ -177,7 +179,8 @@ class STTransformer(nn.Module):
         pos = torch.as_tensor(pos, dtype=torch.long, device=device)
         slot = (pos % self.window).reshape(1)
         valid_111C = (torch.arange(self.window, device=device) <= pos).view(1, 1, 1, self.window)
-        x = x_BNM + self.spatial_pos.to(x_BNM.dtype) + self.time_embedding(pos).to(x_BNM.dtype)
+        dtype = self.spatial_pos.dtype
+        x = x_BNM.to(dtype) + self.spatial_pos + self.time_embedding(pos).to(dtype)
         layers = []
         for l, block in enumerate(self.blocks):
             x, kv_l = block.step(x, kv[l], slot, valid_111C, inplace)

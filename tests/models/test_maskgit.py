@@ -93,3 +93,14 @@ def test_rollout_makes_frames_from_a_prompt(cfg, make_random_frames):
     for k in range(cfg.dynamics.context + 2):
         out = rollout.step(torch.tensor([k % 4, 0]), steps=2)
     assert out.shape == (2, *cfg.tokenizer.resolution, 3) and out.dtype == torch.uint8
+
+
+def test_sampling_follows_the_tempered_distribution():
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    logits = (probs.log() * 2.0).expand(1, 20000, 3)  # at temperature 2 this is `probs` again
+    tokens = torch.zeros(1, 20000, dtype=torch.long)
+    masked = torch.ones(1, 20000, dtype=torch.bool)
+    out, still = maskgit._reveal(logits, tokens, masked, 20000, 2.0, "random", torch.Generator().manual_seed(0))
+    assert not still.any()
+    freq = torch.bincount(out[0], minlength=3).float() / 20000
+    torch.testing.assert_close(freq, probs, atol=0.015, rtol=0)
