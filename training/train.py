@@ -471,6 +471,8 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         tracker = _open_tracker(cfg, stage, run_id)
         tags = system_info(device, info.world)
         tags["sys.malloc"] = malloc_mode
+        if resume_path is not None:
+            tags["resumed_from"] = str(resume_path)
         tracker.set_tags(tags)
         if run_id is None:
             tracker.log_params(flatten({"train": cfg.to_dict(), "model": stage.model_config}))

@@ -63,6 +63,15 @@ def test_model_overrides_check_keys_and_keep_types():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": []}) == {"a.b": 1, "a.c.d": 2, "e": []}
 
 
+def test_store_weights_from_the_command_line():
+    from training.train import _split_store
+
+    assert _split_store("data/a.zarr:3") == ("data/a.zarr", 3.0)
+    assert _split_store("data/a.zarr") == ("data/a.zarr", None)
+    assert _split_store("s3://bucket/a.zarr") == ("s3://bucket/a.zarr", None)
+    assert _split_store("s3://bucket/a.zarr:0.5") == ("s3://bucket/a.zarr", 0.5)
+
+
 def test_config_round_trips_through_dict():
     cfg = TrainConfig(stage="dynamics", lr=1e-3, stores=["x"], model={"dynamics": {"depth": 2}})
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
