@@ -9,7 +9,8 @@ Two questions, one script:
      env      MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=16G set before the process starts (scripts/env.sh)
      mallopt  the same two parameters set from inside the process by training.train.tune_cpu_allocator
               (what `genie-robot train` does when the variables are not set)
-2. `preset`: training throughput (frames/s) of whole optimizer steps for the `cpu` preset, both stages.
+2. `preset`: training throughput (frames/s) for the `cpu` preset, both stages: a bare optimizer step
+   and the real loop (`genie-robot train`'s `train()`, MLflow included) on a small random store.
 
 Each measurement runs in a fresh subprocess (the allocator mode must be in place from the start).
     python bench/bench_train.py                    # everything, prints tables
@@ -109,29 +110,36 @@ def common_step(steps: int) -> dict:
 
 
 def preset_steps(stage: str, steps: int, batch: int) -> dict:
-    """Whole training steps (forward, backward, clip, AdamW) of `stage` for the cpu preset, synthetic frames."""
+    """`stage` for the cpu preset, two ways: a bare optimizer step (forward, backward, clip, AdamW) on
+    fixed random frames, and the real loop (`training.train.train`, MLflow logging included) on a
+    small random store. Median seconds per step of each."""
+    import tempfile
+
+    import numpy as np
     import torch
 
+    from genie_robot.data.store import Episode, StoreWriter
     from genie_robot.models.configs import preset
+    from training import checkpoints as ckpt_io
+    from training.configs import TrainConfig
+    from training.train import train
 
     torch.manual_seed(0)
     cfg = preset("cpu")
     if stage == "tokenizer":
         from genie_robot.models.tokenizer import VideoTokenizer
 
-        model = VideoTokenizer(cfg.tokenizer)
+        model = VideoTokenizer(cfg.tokenizer).train()
         T = cfg.tokenizer.context
         loss_fn = model.loss
-        trainable = list(model.parameters())
     else:
         from genie_robot.models.genie import Genie
 
-        model = Genie(cfg)
-        model.tokenizer.requires_grad_(False)
+        model = Genie(cfg).train()
+        model.tokenizer.requires_grad_(False).eval()
         T = cfg.dynamics.context
         loss_fn = model.dynamics_loss
-        trainable = [p for p in model.parameters() if p.requires_grad]
-    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
     H, W = cfg.tokenizer.resolution
     frames = torch.randint(0, 256, (batch, T, H, W, 3), dtype=torch.uint8)
     opt = torch.optim.AdamW(trainable, lr=1e-4)
@@ -149,9 +157,31 @@ def preset_steps(stage: str, steps: int, batch: int) -> dict:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    median = sorted(times)[len(times) // 2]
+    bare = sorted(times)[len(times) // 2]
+
+    # The real loop, on a store of random frames.
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    rng = np.random.default_rng(0)
+    with StoreWriter(str(tmp / "store.zarr"), resolution=(H, W), fps=10.0, source="bench") as w:
+        for _ in range(6):
+            w.add_episode(Episode(rgb=rng.integers(0, 256, (3 * T, H, W, 3), dtype=np.uint8)))
+    if stage == "dynamics":  # stage 2 needs a stage-1 checkpoint: the untrained tokenizer will do
+        ckpt_io.save_checkpoint(tmp / "tok", 0, weights=model.tokenizer.state_dict(), state={},
+                                config={"stage": "tokenizer", "train": TrainConfig(preset="cpu").to_dict(),
+                                        "model": cfg.to_dict()})
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    train(TrainConfig(stage=stage, preset="cpu", stores=[str(tmp / "store.zarr")], tokenizer=str(tmp / "tok"),
+                      batch_size=batch, max_steps=steps + 1, warmup_steps=1, val_every=10**6, val_batches=1,
+                      sample_every=0, ckpt_every=10**6, run_dir=str(tmp / "run"), tracking_uri=uri,
+                      experiment="bench"))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("bench").experiment_id])
+    loop_times = sorted(m.value for m in client.get_metric_history(run.info.run_id, "perf/step_s") if m.step > 1)
+    loop = loop_times[len(loop_times) // 2]
     return {"stage": stage, "batch": batch, "frames": T, "params_M": sum(p.numel() for p in trainable) / 1e6,
-            "median_s": median, "frames_per_s": batch * T / median}
+            "bare_s": bare, "loop_s": loop, "frames_per_s": batch * T / loop}
 
 
 def worker(args) -> None:
@@ -213,20 +243,21 @@ def main() -> None:
     print(f"# bench_train  {time.strftime('%Y-%m-%d %H:%M')}  cpus={os.cpu_count()}  load avg before: {load_average()}")
     if args.only in (None, "common"):
         print("\n## dynamics train step (fwd+bwd, B=4), width 256, 8 layers, 8 heads, 16x16 tokens, V=1024, T=16")
-        print(f"{'allocator':<16} {'params':>7} {'GFLOP':>7} {'(attn)':>6} {'peak GF/s':>9} {'best s':>7} "
-              f"{'median s':>8} {'% peak':>7} {'vs 1xgpt 7.6 s':>14}")
+        print(f"{'allocator':<16} {'threads':>7} {'params':>7} {'GFLOP':>7} {'(attn)':>6} {'peak GF/s':>9} "
+              f"{'best s':>7} {'median s':>8} {'% peak':>7} {'vs 1xgpt 7.6 s':>14}")
         for mode in args.modes.split(","):
             r = run_worker("common", mode, args.steps)
-            print(f"{r['malloc']:<16} {r['params_M']:>6.2f}M {r['gflop']:>7.0f} {r['attention_gflop']:>6.0f} {r['peak_gflops']:>9.1f} "
+            print(f"{r['malloc']:<16} {r['threads']:>7} {r['params_M']:>6.2f}M {r['gflop']:>7.0f} {r['attention_gflop']:>6.0f} {r['peak_gflops']:>9.1f} "
                   f"{r['best_s']:>7.2f} {r['median_s']:>8.2f} {r['pct_peak_best']:>6.1f}% "
                   f"{PEERS_S['1xgpt'] / r['best_s']:>13.2f}x", flush=True)
     if args.only in (None, "preset"):
-        print(f"\n## cpu preset, whole optimizer steps (fwd, bwd, clip, AdamW), batch {args.batch}, allocator: mallopt")
-        print(f"{'stage':<10} {'trainable':>9} {'frames/step':>11} {'s/step':>7} {'frames/s':>9}")
+        print(f"\n## cpu preset training steps (fwd, bwd, clip, AdamW), batch {args.batch}, allocator: mallopt")
+        print(f"{'stage':<10} {'trainable':>9} {'frames/step':>11} {'bare s/step':>11} {'loop s/step':>11} "
+              f"{'loop/bare':>9} {'frames/s':>9}")
         for stage in ("tokenizer", "dynamics"):
             r = run_worker(stage, "mallopt", args.steps, args.batch)
-            print(f"{stage:<10} {r['params_M']:>8.2f}M {r['batch'] * r['frames']:>11} {r['median_s']:>7.2f} "
-                  f"{r['frames_per_s']:>9.1f}", flush=True)
+            print(f"{stage:<10} {r['params_M']:>8.2f}M {r['batch'] * r['frames']:>11} {r['bare_s']:>11.2f} "
+                  f"{r['loop_s']:>11.2f} {r['loop_s'] / r['bare_s']:>9.2f} {r['frames_per_s']:>9.1f}", flush=True)
     print(f"\nload avg after: {load_average()}")
 
 
