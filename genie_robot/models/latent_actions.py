@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .configs import LatentActionConfig
 from .quantizer import VectorQuantizer
 from .st_transformer import STTransformer, init_weights
-from .tokenizer import check_frames, patchify, to_float
+from .tokenizer import start_at_zero, check_frames, patchify, to_float
 
 
 class LatentActionModel(nn.Module):
@@ -59,12 +59,12 @@ class LatentActionModel(nn.Module):
     def _inputs(self, frames_BTHW3: Tensor) -> Tensor:
         return patchify(to_float(frames_BTHW3), self.cfg.patch)
 
-    def _latents(self, x_BTNP: Tensor) -> Tensor:
+    def _latents(self, x_BTNP: Tensor, t0_B: Tensor | None = None) -> Tensor:
         """Continuous latent actions z (B, T-1, D); z[:, t] is read at frame t+1, sees frames <= t+1."""
         h_BTNM = self.patch_embed(x_BTNP)
         B, T, _, M = h_BTNM.shape
         query_BT1M = self.action_query.to(h_BTNM.dtype).expand(B, T, 1, M)
-        y_BTNM = self.encoder(torch.cat([query_BT1M, h_BTNM], dim=2))
+        y_BTNM = self.encoder(torch.cat([query_BT1M, h_BTNM], dim=2), t0_B)
         return self.to_action(y_BTNM[:, 1:, 0])
 
     def _predict_next(self, x_BTNP: Tensor, aq_BT1D: Tensor) -> Tensor:
@@ -83,7 +83,7 @@ class LatentActionModel(nn.Module):
         target_BTNP = x_BTNP[:, 1:]
         mse = F.mse_loss(self._predict_next(x_BTNP, aq_BT1D).float(), target_BTNP)
         loss = mse + vq_loss
-        metrics = {"loss": loss.item(), "mse": mse.item(), "vq_loss": vq_loss.item()}
+        metrics = dict(zip(["loss", "mse", "vq_loss"], torch.stack([loss.detach(), mse.detach(), vq_loss.detach()]).tolist()))
         metrics.update({f"vq/{k}": v for k, v in vq_metrics.items()})
         if self.cfg.monitor_action_sensitivity and B * T1 > 1:
             with torch.no_grad():  # same frames, actions rolled by one across the batch
@@ -101,7 +101,8 @@ class LatentActionModel(nn.Module):
     def infer_actions(self, frames_BTHW3: Tensor) -> Tensor:
         """uint8 (B, T, H, W, 3) -> actions (B, T-1) int64 in [0, |A|); [:, t] labels x_t -> x_{t+1}."""
         check_frames(frames_BTHW3, self.cfg.resolution, "LatentActionModel.infer_actions", min_frames=2)
-        return self.vq.quantize(self._latents(self._inputs(frames_BTHW3)))
+        x_BTNP = self._inputs(frames_BTHW3)
+        return self.vq.quantize(self._latents(x_BTNP, start_at_zero(x_BTNP)))
 
     def action_embeddings(self) -> Tensor:
         """(|A|, D) normalised codebook, detached: the dynamics model's action table (stop-gradient)."""

@@ -9,8 +9,9 @@ Codebook collapse is the most reported failure of Genie reimplementations, so he
 - every training step logs the batch `perplexity`, the fraction of codes used in the batch
   (`usage`), the perplexity of the EMA usage counters (`usage_perplexity`), the number of codes
   unused for over half of `dead_after` steps (`stale_codes`) and of codes re-seeded (`codes_reset`);
-- a code unused for `dead_after` training steps is re-seeded from a random encoder output of the
-  current batch (dead-code reset), so capacity that collapsed comes back.
+- a code unused for `dead_after` training steps is re-seeded from an encoder output of the current
+  batch, drawn in proportion to its quantization error (dead-code reset), so capacity that
+  collapsed comes back where it is most needed.
 Statistics and resets happen only in training mode when `update` is not False; `quantize` (used by
 encode / infer_actions) never changes state. Under torch.distributed the counts are summed over
 ranks and rank 0's re-seeded codebook is broadcast, so replicas stay identical.
@@ -92,8 +93,10 @@ class VectorQuantizer(nn.Module):
         dead = (self.steps - self.last_used) > cfg.dead_after
         n_dead = int(dead.sum())
         if n_dead:
-            # Re-seed from encoder outputs of this batch: new codes start where the data is.
-            pick = torch.randint(z.shape[0], (n_dead,), device=z.device)
+            # Re-seed from encoder outputs of this batch, drawn in proportion to their quantization
+            # error (k-means++ style): new codes go where the data is and is worst represented.
+            error = 1 - (z * self.embeddings().float()[codes]).sum(-1)  # 1 - cosine similarity
+            pick = torch.multinomial(error.clamp(min=1e-6), n_dead, replacement=True)
             seeds = z[pick] + 0.01 * torch.randn_like(z[pick])
             self.codebook.data[dead] = F.normalize(seeds, dim=-1).to(self.codebook.dtype)
             self.last_used[dead] = self.steps

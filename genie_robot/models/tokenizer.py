@@ -58,6 +58,12 @@ def unpatchify(x_BTNP: Tensor, p: int, grid: tuple[int, int]) -> Tensor:
     return rearrange(x_BTNP, "b t (h w) (p1 p2 c) -> b t (h p1) (w p2) c", h=grid[0], w=grid[1], p1=p, p2=p)
 
 
+def start_at_zero(x_BT) -> Tensor:
+    """Inference paths (encode / decode / infer_actions) are deterministic: clips start at frame 0,
+    in train mode too (stage 2 encodes with a tokenizer that may not have been put in eval mode)."""
+    return torch.zeros(x_BT.shape[0], dtype=torch.long, device=x_BT.device)
+
+
 def psnr_from_mse(mse: float) -> float:
     """PSNR in dB for an MSE measured on [-1, 1] pixels (peak-to-peak 2)."""
     return 10 * math.log10(4.0 / max(mse, 1e-12))
@@ -92,7 +98,8 @@ class VideoTokenizer(nn.Module):
         recon_BTNP = self.to_pixels(self.decoder(self.from_code(zq_LD.view(B, T, N, -1))))
         mse = F.mse_loss(recon_BTNP.float(), x_BTNP)
         loss = mse + vq_loss
-        metrics = {"loss": loss.item(), "mse": mse.item(), "psnr": psnr_from_mse(mse.item()), "vq_loss": vq_loss.item()}
+        values = torch.stack([loss.detach(), mse.detach(), vq_loss.detach()]).tolist()  # one device sync
+        metrics = dict(zip(["loss", "mse", "vq_loss"], values), psnr=psnr_from_mse(values[1]))
         metrics.update({f"vq/{k}": v for k, v in vq_metrics.items()})
         return loss, metrics
 
@@ -101,13 +108,13 @@ class VideoTokenizer(nn.Module):
         """uint8 (B, T, H, W, 3) -> tokens_BTN int64 in [0, V). Token t depends on frames <= t only."""
         check_frames(frames_BTHW3, self.cfg.resolution, "VideoTokenizer.encode")
         x_BTNP = patchify(to_float(frames_BTHW3), self.cfg.patch)
-        z_BTND = self.to_code(self.encoder(self.patch_embed(x_BTNP)))
+        z_BTND = self.to_code(self.encoder(self.patch_embed(x_BTNP), start_at_zero(x_BTNP)))
         return self.vq.quantize(z_BTND)
 
     @torch.no_grad()
     def decode(self, tokens_BTN: Tensor) -> Tensor:
         """tokens_BTN -> uint8 frames (B, T, H, W, 3). Frame t depends on tokens <= t only."""
-        recon_BTNP = self.to_pixels(self.decoder(self.from_code(self.vq.embeddings()[tokens_BTN])))
+        recon_BTNP = self.to_pixels(self.decoder(self.from_code(self.vq.embeddings()[tokens_BTN]), start_at_zero(tokens_BTN)))
         return to_uint8(unpatchify(recon_BTNP, self.cfg.patch, self.cfg.grid))
 
     # ----------------------------------------------------------- streaming, one frame at a time

@@ -20,6 +20,14 @@ def test_encode_decode_shapes_and_dtypes(cfg, tok, make_random_frames):
     assert out.shape == frames.shape and out.dtype == torch.uint8
 
 
+def test_encode_is_deterministic_in_train_mode_too(cfg, tok, make_random_frames):
+    """Stage 2 encodes with the tokenizer as it is; random time offsets are for its own training only."""
+    frames = make_random_frames(cfg)
+    tokens = tok.encode(frames)
+    tok.train()
+    assert torch.equal(tok.encode(frames), tokens)
+
+
 def test_rejects_wrong_frames_with_a_useful_message(tok):
     with pytest.raises(ValueError, match="uint8 frames"):
         tok.encode(torch.zeros(1, 2, 3, 16, 16))
