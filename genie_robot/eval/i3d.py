@@ -22,6 +22,7 @@ import io
 import os
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ class Unit3D(nn.Module):
 
 class InceptionModule(nn.Module):
     # torch attribute -> Flax submodule name (for loading)
-    FLAX_NAMES = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1", "b1b": "Branch_1/Conv3d_0b_3x3",
+    FLAX_NAMES: ClassVar[dict[str, str]] = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1", "b1b": "Branch_1/Conv3d_0b_3x3",
                   "b2a": "Branch_2/Conv3d_0a_1x1", "b2b": "Branch_2/Conv3d_0b_3x3", "b3b": "Branch_3/Conv3d_0b_1x1"}
 
     def __init__(self, cin: int, c: tuple[int, ...]):
@@ -223,7 +224,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Reconstructs numpy arrays (and the dicts/lists/tuples around them), nothing else."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     }

@@ -74,12 +74,12 @@ def load_clips(store_path: str, *, resolution: tuple[int, int], frames: int, spl
                val_fraction: float) -> dict:
     """{"clips": uint8 (B, T, H, W, 3), "episodes": (B,) indices, "store": EpisodeStore}: the first
     `frames` frames of up to `episodes` episodes of `split` long enough for them."""
-    from genie_robot.data.store import EpisodeStore
+    from genie_robot.data.store import EpisodeStore, StoreError
     from genie_robot.data.windows import split_episodes
 
     try:
         store = EpisodeStore.open(store_path)
-    except Exception as exc:  # missing path, invalid store
+    except (StoreError, OSError) as exc:  # missing path, invalid store
         raise EvalError(f"--store {store_path}: {exc}") from None
     if tuple(store.resolution) != tuple(resolution):
         H, W = store.resolution
@@ -139,6 +139,21 @@ def latent_action_grid(genie, starts_BHW3, *, depth: int = 3, seed: int = 0, **s
         frames = [prompt[:, 0]] + [r.step(actions, **sampling) for _ in range(depth)]
     out = torch.stack(frames, 1).cpu().numpy()
     return out.reshape(B, A, depth + 1, *out.shape[2:])
+
+
+def _column_header(grid_HW3: np.ndarray, row_labels: list[str], columns: list[str], frame_w: int,
+                   pad: int = 2) -> np.ndarray:
+    """A strip of column titles above a `frame_grid` image laid out with these row labels and pad."""
+    import cv2
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    label_w = max(cv2.getTextSize(str(s), font, 0.4, 1)[0][0] for s in row_labels) + 8  # as frame_grid
+    strip = np.full((16, grid_HW3.shape[1], 3), 32, np.uint8)
+    for c, text in enumerate(columns):
+        tw = cv2.getTextSize(text, font, 0.4, 1)[0][0]
+        x = label_w + pad + c * (frame_w + pad) + (frame_w - tw) // 2
+        cv2.putText(strip, text, (max(x, 0), 12), font, 0.4, (235, 235, 235), 1, cv2.LINE_AA)
+    return np.concatenate([strip, grid_HW3])
 
 
 def _side_by_side_movie(videos: list[np.ndarray], scale: int, pad: int = 2) -> np.ndarray:
@@ -249,7 +264,10 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
     # The latent action grid: same start frames, every action, `depth` steps
     grid = latent_action_grid(genie, clips_BTHW3[:n, 0], depth=depth, seed=seed)  # (n, A, depth+1, H, W, 3)
     first_row = [np.concatenate([grid[i, :1, 0], grid[i, :, depth]]) for i in range(n)]
-    save_image(frame_grid(first_row, labels=[f"start {i}" for i in range(n)], scale=s), out / "latent_actions.png")
+    row_labels = [f"start {i}" for i in range(n)]
+    image = frame_grid(first_row, labels=row_labels, scale=s)
+    image = _column_header(image, row_labels, ["start"] + [f"a={a}" for a in range(A)], W * s)
+    save_image(image, out / "latent_actions.png")
     steps_rows = [grid[i, a] for i in range(n) for a in range(A)]
     save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in range(A)], scale=s),
                out / "latent_action_steps.png")
@@ -321,14 +339,15 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
     if "fvd/inferred" in r:
         lines += [f"| FVD, inferred actions ({r['fvd/videos']} videos) | {f('fvd/inferred', '{:.1f}')} |",
                   f"| FVD, random actions | {f('fvd/random', '{:.1f}')} |"]
-    lines += ["", "FVD: " + (fvd_note or ("I3D Kinetics-400 logits, frames resized to 224x224; biased at small "
-                                           "video counts: compare only at equal counts." if "fvd/inferred" in r
-                                           else "not computed (pass --fvd)")), ""]
+    if fvd_note is None:
+        fvd_note = ("I3D Kinetics-400 logits, frames resized to 224x224; biased at small video counts: "
+                    "compare only at equal counts." if "fvd/inferred" in r else "not computed (pass --fvd)")
+    lines += ["", f"FVD: {fvd_note}", ""]
     curve = " ".join("—" if v is None else f"{v:.2f}" for v in r["delta_psnr/curve"])
     lines += ["## ΔPSNR over t", "", f"Δ_t PSNR for t = 0..{r['frames'] - 1}: {curve}", "",
               "![ΔPSNR](delta_psnr.png)", "",
-              "## Rollouts", "", "Each row: real | generated from the inferred latent actions | generated from random "
-              "latent actions, all from the same first frame.", "", "![rollouts](rollouts.gif)", "",
+              "## Rollouts", "", ("Each row: real | generated from the inferred latent actions | generated from "
+                                  "random latent actions, all from the same first frame."), "", "![rollouts](rollouts.gif)", "",
               "![rollouts](rollouts.png)", "",
               "## Latent actions", "",
               f"Start frame, then the frame after {depth} steps of each latent action (columns 0..{r['num_actions'] - 1}).",
@@ -336,10 +355,14 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
               "", "![code usage](code_usage.png)", ""]
     if nmi_table is not None:
         table, codes, labels = nmi_table
-        lines += ["Transitions per latent action (rows) and ground-truth motion class (columns):", "",
+        by_code = {int(c): row for c, row in zip(codes, table)}
+        lines += [("Transitions per latent action (rows) and ground-truth motion class (columns; "
+                   "see genie_robot/eval/latent_analysis.py for the classes):"), "",
                   "| code | " + " | ".join(str(x) for x in labels) + " |",
                   "| --- |" + " --- |" * len(labels)]
-        lines += [f"| {c} | " + " | ".join(str(int(v)) for v in row) + " |" for c, row in zip(codes, table)]
+        for c in range(r["num_actions"]):
+            row = by_code.get(c, np.zeros(len(labels)))
+            lines.append(f"| {c} | " + " | ".join(str(int(v)) for v in row) + " |")
         lines += [""]
     lines += ["## Reconstructions", "", "![reconstructions](recon.png)", ""]
     path.write_text("\n".join(lines))

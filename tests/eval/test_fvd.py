@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from genie_robot.eval import fvd as fvd_mod
-from genie_robot.eval.i3d import (I3DWeightsError, InceptionI3d, default_weights_path, load_kinetics_i3d,
-                                  read_flax_variables)
+from genie_robot.eval.i3d import (
+    I3DWeightsError,
+    InceptionI3d,
+    default_weights_path,
+    load_kinetics_i3d,
+    read_flax_variables,
+)
 
 
 def _videos(seed: int, n: int = 3, t: int = 10, hw: int = 16) -> np.ndarray:
