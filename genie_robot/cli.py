@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "genie_robot.data.info",  # info
     "training.train",  # train tokenizer|dynamics
     "genie_robot.eval.report",  # eval
+    "genie_robot.runtime.export",  # export
+    "genie_robot.play",  # play
 ]
 
 

@@ -1,0 +1,228 @@
+"""`genie-robot export`: checkpoints -> model bundle (ONNX graphs + safetensors + manifest), optionally
+logged to MLflow next to the run that trained the model.
+
+The four ONNX graphs are the single-frame step modules of torch_backend.py, exported with
+`torch.onnx.export(..., dynamo=True)` at opset >= 18 with a dynamic batch axis; caches are plain
+inputs and the frame's new keys/values plain outputs, so the per-frame cost is constant and the
+MaskGIT loop stays on the host (world_model.py).
+
+    genie-robot export --dynamics runs/dynamics --out bundles/cpu
+    genie-robot export --dynamics runs/dynamics --tokenizer runs/tokenizer --out bundles/cpu --mlflow
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+
+
+class ExportError(ValueError):
+    """Checkpoints that cannot be exported together; the message says why and what to pass instead."""
+
+
+def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool = True):
+    """A Genie from a stage-2 checkpoint (tokenizer + LAM + dynamics), optionally with the tokenizer
+    weights of a stage-1 checkpoint. -> (genie, sources, mlflow_run_id).
+
+    `sources`: {role: {"path", "step", "sha256": {file: hash}}} for the manifest.
+    """
+    from genie_robot.models.configs import GenieConfig
+    from genie_robot.models.genie import Genie
+    from genie_robot.runtime.bundle import sha256
+    from training import checkpoints as ckpt_io
+
+    def load(path, role, stage):
+        try:
+            ck = ckpt_io.load_checkpoint(path, with_state=True)
+        except FileNotFoundError as exc:
+            cmd = "genie-robot train dynamics" if stage == "dynamics" else "genie-robot train tokenizer"
+            raise FileNotFoundError(f"{role} checkpoint: {exc}; train one with `{cmd}`") from None
+        if ck.config.get("stage") != stage:
+            raise ExportError(f"{ck.path} is a {ck.config.get('stage')!r} checkpoint, not a {stage} one "
+                              f"(--{role} takes a stage-{1 if stage == 'tokenizer' else 2} run dir or checkpoint)")
+        files = {f.name: sha256(f) for f in sorted(ck.path.glob("*.safetensors"))}
+        weights = ck.ema if (ema and ck.ema is not None) else ck.weights
+        source = {"path": str(ck.path.resolve()), "step": ck.step, "sha256": files,
+                  "weights": "ema.safetensors" if weights is ck.ema else "model.safetensors"}
+        return ck, weights, source
+
+    ck, weights, src = load(dynamics, "dynamics", "dynamics")
+    cfg = GenieConfig.from_dict(ck.config["model"])
+    genie = Genie(cfg)
+    try:
+        genie.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ExportError(f"{ck.path} does not fit this version of Genie ({exc}); retrain with this code") from None
+    sources = {"dynamics": src}
+    run_id = (ck.state or {}).get("mlflow_run_id")
+    if tokenizer is not None:
+        tck, tweights, tsrc = load(tokenizer, "tokenizer", "tokenizer")
+        theirs, ours = tck.config["model"]["tokenizer"], cfg.to_dict()["tokenizer"]
+        if theirs != ours:
+            diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
+            raise ExportError(f"tokenizer checkpoint {tck.path} has another tokenizer config than the dynamics "
+                              f"checkpoint {ck.path}; differing fields (tokenizer, dynamics): {diff}")
+        genie.tokenizer.load_state_dict(tweights)
+        sources["tokenizer"] = tsrc
+    return genie.eval(), sources, run_id
+
+
+def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict:
+    """Write the four graphs into `out_dir`; returns {graph: {"inputs": {...}, "outputs": {...}}} shapes."""
+    import torch
+
+    from genie_robot.runtime.onnx_backend import INPUTS
+    from genie_robot.runtime.torch_backend import cache_shapes, step_modules
+
+    if opset < 18:
+        raise ExportError(f"opset {opset} is too old: the dynamo exporter needs opset >= 18")
+    cfg = genie.cfg
+    B = 2  # example batch > 1, so the exporter does not specialise the batch axis to 1
+    t, a, d = cfg.tokenizer, cfg.lam, cfg.dynamics
+    H, W = t.resolution
+    pos = torch.tensor(3, dtype=torch.long)
+    kvs = {g: torch.zeros((s[0], s[1], B) + s[3:]) for g, s in cache_shapes(cfg).items()}
+    frames = torch.randint(0, 256, (B, H, W, 3), dtype=torch.uint8)
+    examples = {
+        "tokenizer_encoder": (frames, kvs["tokenizer_encoder"], pos),
+        "tokenizer_decoder": (torch.randint(0, d.vocab_size, (B, t.num_tokens)), kvs["tokenizer_decoder"], pos),
+        "lam_encoder": (frames, kvs["lam_encoder"], pos),
+        "dynamics_step": (torch.randint(0, d.vocab_size, (B, d.num_tokens)), torch.tensor([1, -1]),
+                          kvs["dynamics_step"], pos),
+    }
+    outputs = {"tokenizer_encoder": "tokens", "tokenizer_decoder": "frames", "lam_encoder": "action",
+               "dynamics_step": "logits"}
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    shapes = {}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for graph, module in step_modules(genie).items():
+        names = INPUTS[graph]
+        dyn = {n: ({2: batch} if n == "kv" else None if n == "pos" else {0: batch}) for n in names}
+        # the exporter's argument names are the forward() parameter names
+        params = list(module.forward.__code__.co_varnames[1:len(names) + 1])
+        path = Path(out_dir) / f"{graph}.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, examples[graph], dynamo=True, opset_version=opset, verbose=False,
+                input_names=list(names), output_names=[outputs[graph], "new_kv"],
+                dynamic_shapes={p: dyn[n] for p, n in zip(params, names)},
+            )
+            program.save(str(path))
+        shapes[graph] = _io_shapes(path)
+    return shapes
+
+
+def _io_shapes(path: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def dims(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    elem = {1: "float32", 2: "uint8", 7: "int64"}
+    return {
+        "inputs": {v.name: {"shape": dims(v), "dtype": elem.get(v.type.tensor_type.elem_type, "?")} for v in model.graph.input},
+        "outputs": {v.name: {"shape": dims(v), "dtype": elem.get(v.type.tensor_type.elem_type, "?")} for v in model.graph.output},
+    }
+
+
+def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = None, opset: int = DEFAULT_OPSET,
+                  ema: bool = True, onnx: bool = True, overwrite: bool = False) -> tuple[Path, dict, str | None]:
+    """Checkpoints -> bundle dir (see bundle.py). Returns (bundle dir, manifest, the source MLflow run id)."""
+    import onnx as onnx_lib
+    import torch
+    from safetensors.torch import save_file
+
+    from genie_robot.models import model_cost
+    from genie_robot.runtime import bundle
+
+    genie, sources, run_id = load_checkpoints(dynamics, tokenizer, ema=ema)
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise ExportError(f"{out} already exists; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        cfg_dict = genie.cfg.to_dict()
+        (tmp / bundle.CONFIG).write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
+        save_file({k: v.detach().contiguous() for k, v in genie.state_dict().items()}, str(tmp / bundle.WEIGHTS))
+        shapes = export_onnx(genie, tmp, opset) if onnx else {}
+        cost = model_cost(genie.cfg)
+        manifest = bundle.write_manifest(
+            tmp, config=cfg_dict, preset=genie.cfg.name, opset=opset if onnx else None, graphs=shapes,
+            sources=sources, mlflow_run_id=run_id, torch_version=torch.__version__, onnx_version=onnx_lib.__version__,
+            model_cost={"total_params": cost["total"]["params"], "flops_per_frame": cost["total"]["flops_per_frame"]},
+        )
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, manifest, run_id
+
+
+def log_to_mlflow(bundle_dir: str | Path, run_id: str, tracking_uri: str | None = None) -> list[str]:
+    """Log each ONNX graph (mlflow.onnx flavour) and the manifest into an existing MLflow run.
+    Returns the model URIs."""
+    import mlflow
+    import onnx
+
+    from training.tracking import default_tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    d = Path(bundle_dir)
+    uris = []
+    with mlflow.start_run(run_id=run_id):
+        for f in sorted(d.glob("*.onnx")):
+            info = mlflow.onnx.log_model(onnx.load(str(f)), name=f.stem)
+            uris.append(info.model_uri)
+        mlflow.log_artifact(str(d / "manifest.json"), artifact_path="onnx")
+    return uris
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        out, manifest, run_id = export_bundle(args.dynamics, args.out, tokenizer=args.tokenizer, opset=args.opset,
+                                              ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite)
+    except (ExportError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"bundle: {out} ({', '.join(sorted(manifest['files']))})")
+    if args.mlflow or args.mlflow_run_id:
+        target = args.mlflow_run_id or run_id
+        if not target:
+            print("error: no MLflow run id stored in the checkpoint; pass --mlflow-run-id", file=sys.stderr)
+            return 2
+        for uri in log_to_mlflow(out, target, args.tracking_uri):
+            print(f"logged {uri}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("export", help="checkpoints -> model bundle (ONNX + safetensors + manifest)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--dynamics", required=True, help="stage-2 run dir or checkpoint dir (holds tokenizer, LAM, dynamics)")
+    p.add_argument("--tokenizer", default=None, help="stage-1 run dir or checkpoint: take the tokenizer weights from it")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 18, default {DEFAULT_OPSET})")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights even where EMA weights exist")
+    p.add_argument("--no-onnx", action="store_true", help="torch-backend bundle only (skip the ONNX graphs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle dir")
+    p.add_argument("--mlflow", action="store_true", help="log the ONNX models to the MLflow run stored in the checkpoint")
+    p.add_argument("--mlflow-run-id", default=None, help="log the ONNX models to this MLflow run (implies --mlflow)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")
+    p.set_defaults(func=run_cli)

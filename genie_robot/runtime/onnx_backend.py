@@ -1,0 +1,88 @@
+"""onnxruntime backend: one InferenceSession per exported graph (see torch_backend.py for the graphs).
+
+Providers come from `genie_robot.device.onnx_providers`; after the sessions exist we read back which
+provider is really active, because onnxruntime falls back to CPU silently when CUDA cannot be used
+(e.g. the CUDA libraries are missing), and warn when CUDA was asked for but is not active.
+Caches are host numpy arrays; onnxruntime reads them in place on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INPUTS = {
+    "tokenizer_encoder": ("frames", "kv", "pos"),
+    "tokenizer_decoder": ("tokens", "kv", "pos"),
+    "lam_encoder": ("frames", "kv", "pos"),
+    "dynamics_step": ("tokens", "action", "kv", "pos"),
+}
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or int(os.environ.get("GENIE_NUM_THREADS", "0")) or (os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: the fused-node notices are noise
+    return opts
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, bundle_dir: str | Path, providers: str | list[str] | None = "auto", threads: int | None = None):
+        import onnxruntime as ort
+
+        from genie_robot.device import onnx_providers
+
+        asked = onnx_providers(providers)
+        opts = session_options(threads)
+        self.sessions = {}
+        for graph in INPUTS:
+            path = Path(bundle_dir) / f"{graph}.onnx"
+            self.sessions[graph] = ort.InferenceSession(str(path), sess_options=opts, providers=asked)
+        active = self.sessions["dynamics_step"].get_providers()
+        self.provider = active[0]
+        if "CUDAExecutionProvider" in asked and self.provider != "CUDAExecutionProvider":
+            msg = (f"CUDAExecutionProvider was asked for but onnxruntime is running on {self.provider} "
+                   "(CUDA/cuDNN libraries missing or not matching onnxruntime-gpu?)")
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+        log.info("onnxruntime %s, providers asked %s, active %s", ort.__version__, asked, active)
+
+    def input_shapes(self, graph: str) -> dict[str, list]:
+        return {i.name: i.shape for i in self.sessions[graph].get_inputs()}
+
+    def run(self, graph: str, *inputs):
+        feed = {name: np.ascontiguousarray(x) for name, x in zip(INPUTS[graph], inputs)}
+        out, new = self.sessions[graph].run(None, feed)
+        return out, new
+
+    @staticmethod
+    def zeros(shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    @staticmethod
+    def write_slot(kv: np.ndarray, new: np.ndarray, slot: int) -> None:
+        kv[:, :, :, :, :, slot] = new
+
+    @staticmethod
+    def repeat(kv: np.ndarray, times: int) -> np.ndarray:
+        return np.repeat(kv, times, axis=2)
+
+    @staticmethod
+    def copy(kv: np.ndarray) -> np.ndarray:
+        return kv.copy()
+
+    @staticmethod
+    def nbytes(kv: np.ndarray) -> int:
+        return kv.nbytes

@@ -1,0 +1,181 @@
+"""The four single-frame graphs of the runtime as torch modules, and the backend that runs them eagerly.
+
+The same modules are what `export.py` hands to `torch.onnx.export`, so the torch and onnxruntime
+backends compute the same function and the host code in `world_model.py` cannot tell them apart.
+
+Every graph processes ONE frame at absolute index `pos` against a read-only ring cache and returns
+that frame's new keys/values instead of writing them: the host writes them into ring slot
+`pos % C` only when the frame is final. That way the 25 MaskGIT passes over a frame never copy the
+cache (at batch 64 the `cpu` dynamics cache is ~300 MB), and the per-frame cost is constant.
+
+Cache layout (runtime's own, batch first so that ONNX sees one dynamic batch axis):
+    kv_LB:  (L, 2, B, N, H, C, Dh)   keys/values of the last C frames, per layer
+    new_LB: (L, 2, B, N, H, Dh)      this frame's keys/values
+    pos:    () int64
+Attention of frame `pos` over the cache: slots j <= pos except slot pos % C (it holds frame pos - C,
+which leaves the window as this one enters), plus the frame itself. That is exactly the key set of
+`STTransformer.step`, computed without writing (tested against it in tests/runtime).
+
+Graphs (inputs -> outputs):
+    tokenizer_encoder: frames_BHW3 uint8, kv, pos -> tokens_BN int64, new_kv
+    tokenizer_decoder: tokens_BN int64, kv, pos   -> frames_BHW3 uint8, new_kv
+    lam_encoder:       frames_BHW3 uint8, kv, pos -> action_B int64 (labels frame pos-1 -> pos), new_kv
+    dynamics_step:     tokens_BN int64, action_B int64, kv, pos -> logits_BNV float32, new_kv
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from genie_robot.models.genie import Genie
+from genie_robot.models.st_transformer import STTransformer
+from genie_robot.models.tokenizer import patchify, to_float, to_uint8, unpatchify
+
+GRAPHS = ("tokenizer_encoder", "tokenizer_decoder", "lam_encoder", "dynamics_step")
+
+
+def cached_step(st: STTransformer, x_BNM: Tensor, kv_LB: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """One frame through `st` with a read-only ring cache -> (y_BNM after the final norm, new_LB)."""
+    B, N, M = x_BNM.shape
+    C, H = st.window, st.cfg.heads
+    Dh = M // H
+    dtype = st.spatial_pos.dtype
+    x = x_BNM.to(dtype) + st.spatial_pos + st.time_embedding(pos).to(dtype)
+    slots = torch.arange(C, device=x.device)
+    valid_C = (slots <= pos) & (slots != pos % C)
+    bias_11C = torch.zeros(C, dtype=dtype, device=x.device).masked_fill(~valid_C, float("-inf")).view(1, 1, C)
+    scale = Dh ** -0.5
+    news = []
+    for l, block in enumerate(st.blocks):
+        x = x + block.spatial(block.norm_s(x))
+        q, k, v = block.temporal.project(block.norm_t(x).reshape(B * N, 1, M))  # (S, H, 1, Dh)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (S, H, Dh)
+        keys_SHCD = kv_LB[l, 0].reshape(B * N, H, C, Dh).to(dtype)
+        values_SHCD = kv_LB[l, 1].reshape(B * N, H, C, Dh).to(dtype)
+        # softmax over [cache slots, this frame] without concatenating the cache (no copy of it)
+        s_cache = torch.einsum("shd,shcd->shc", q, keys_SHCD) * scale + bias_11C
+        s_self = (q * k).sum(-1, keepdim=True) * scale
+        s = torch.cat([s_cache, s_self], dim=-1).softmax(dim=-1)
+        y_SHD = torch.einsum("shc,shcd->shd", s[..., :C], values_SHCD) + s[..., C:] * v
+        x = x + block.temporal.merge(y_SHD[:, :, None]).view(B, N, M)
+        x = x + block.ffn(block.norm_f(x))
+        news.append(torch.stack((k, v)))  # (2, S, H, Dh)
+    new_LB = torch.stack(news).view(len(st.blocks), 2, B, N, H, Dh).to(kv_LB.dtype)
+    return st.norm_out(x), new_LB
+
+
+class TokenizerEncoderStep(nn.Module):
+    def __init__(self, genie: Genie):
+        super().__init__()
+        self.tok = genie.tokenizer
+
+    def forward(self, frames_BHW3: Tensor, kv: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        x_BNP = patchify(to_float(frames_BHW3)[:, None], self.tok.cfg.patch)[:, 0]
+        y_BNM, new = cached_step(self.tok.encoder, self.tok.patch_embed(x_BNP), kv, pos)
+        return self.tok.vq.quantize(self.tok.to_code(y_BNM)), new
+
+
+class TokenizerDecoderStep(nn.Module):
+    def __init__(self, genie: Genie):
+        super().__init__()
+        self.tok = genie.tokenizer
+
+    def forward(self, tokens_BN: Tensor, kv: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        tok = self.tok
+        y_BNM, new = cached_step(tok.decoder, tok.from_code(tok.vq.embeddings()[tokens_BN]), kv, pos)
+        frames = unpatchify(tok.to_pixels(y_BNM)[:, None], tok.cfg.patch, tok.cfg.grid)[:, 0]
+        return to_uint8(frames), new
+
+
+class LamEncoderStep(nn.Module):
+    def __init__(self, genie: Genie):
+        super().__init__()
+        self.lam = genie.lam
+
+    def forward(self, frames_BHW3: Tensor, kv: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        lam = self.lam
+        h_BNM = lam.patch_embed(patchify(to_float(frames_BHW3)[:, None], lam.cfg.patch)[:, 0])
+        query_B1M = lam.action_query.to(h_BNM.dtype).expand(h_BNM.shape[0], 1, h_BNM.shape[2])
+        y_BNM, new = cached_step(lam.encoder, torch.cat([query_B1M, h_BNM], dim=1), kv, pos)
+        return lam.vq.quantize(lam.to_action(y_BNM[:, 0])), new
+
+
+class DynamicsStep(nn.Module):
+    def __init__(self, genie: Genie):
+        super().__init__()
+        self.dyn = genie.dynamics
+
+    def forward(self, tokens_BN: Tensor, action_B: Tensor, kv: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+        d = self.dyn
+        x_BNM = d.token_embed(tokens_BN) + d.embed_actions(action_B)[:, None, :]
+        y_BNM, new = cached_step(d.transformer, x_BNM, kv, pos)
+        return d.head(y_BNM).float(), new
+
+
+def step_modules(genie: Genie) -> dict[str, nn.Module]:
+    return {
+        "tokenizer_encoder": TokenizerEncoderStep(genie).eval(),
+        "tokenizer_decoder": TokenizerDecoderStep(genie).eval(),
+        "lam_encoder": LamEncoderStep(genie).eval(),
+        "dynamics_step": DynamicsStep(genie).eval(),
+    }
+
+
+def cache_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Per-graph cache shape with the batch axis (index 2) set to 1: (L, 2, 1, N, H, C, Dh)."""
+    t, a, d = cfg.tokenizer, cfg.lam, cfg.dynamics
+
+    def shape(c, n, window):
+        return (c.depth, 2, 1, n, c.heads, window, c.width // c.heads)
+
+    return {
+        "tokenizer_encoder": shape(t.encoder, t.num_tokens, t.context),
+        "tokenizer_decoder": shape(t.decoder, t.num_tokens, t.context),
+        "lam_encoder": shape(a.encoder, a.num_tokens + 1, a.context),
+        "dynamics_step": shape(d.transformer, d.num_tokens, d.context),
+    }
+
+
+class TorchBackend:
+    """Runs the step modules eagerly on the device `genie_robot.device.pick_device` chooses.
+
+    Caches stay on that device as torch tensors; frames, tokens and logits cross to the host as numpy.
+    """
+
+    name = "torch"
+
+    def __init__(self, genie: Genie, device: str | None = None):
+        from genie_robot.device import pick_device
+
+        self.device = pick_device(device)
+        self.genie = genie.to(self.device).eval()
+        self.modules = step_modules(self.genie)
+        self.provider = f"torch:{self.device}"
+
+    @torch.no_grad()
+    def run(self, graph: str, *inputs):
+        """inputs: numpy arrays / ints (host) or cache tensors -> (host output as numpy, new_kv on device)."""
+        args = [x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), device=self.device) for x in inputs]
+        out, new = self.modules[graph](*args)
+        return out.cpu().numpy(), new
+
+    def zeros(self, shape: tuple[int, ...]) -> Tensor:
+        return torch.zeros(shape, dtype=torch.float32, device=self.device)
+
+    @staticmethod
+    def write_slot(kv: Tensor, new: Tensor, slot: int) -> None:
+        kv[:, :, :, :, :, slot] = new
+
+    @staticmethod
+    def repeat(kv: Tensor, times: int) -> Tensor:
+        return kv.repeat_interleave(times, dim=2)
+
+    @staticmethod
+    def copy(kv: Tensor) -> Tensor:
+        return kv.clone()
+
+    @staticmethod
+    def nbytes(kv: Tensor) -> int:
+        return kv.numel() * kv.element_size()

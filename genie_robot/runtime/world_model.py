@@ -1,0 +1,333 @@
+"""`WorldModel`: the inference core that ROS nodes, planners, `genie-robot play` and tests call.
+
+It owns the host side of generation -- ring caches, MaskGIT sampling in numpy (the schedule and
+sampling rule of genie_robot/models/maskgit.py), input checks -- and runs the four single-frame
+graphs of torch_backend.py on a backend: "onnx" (onnxruntime, CPU or CUDA provider) or "torch"
+(eager). Both backends compute the same graphs, and sampling is the same numpy code, so a seeded
+rollout gives the same tokens on either.
+
+    wm = WorldModel.load("bundles/cpu")                 # backend="onnx", providers="auto"
+    state = wm.reset(prompt_THW3)                       # uint8 frames; resized if only the size differs
+    frames_BHW3 = wm.step(state, np.array([3]))         # one latent action per batch row, in [0, A)
+    frames_BTHW3 = wm.rollout(prompt_THW3, actions_BT)  # B candidate action sequences (planners: 64+)
+    actions_BT1 = wm.infer_actions(video_BTHW3)         # latent actions of real video (the LAM)
+
+Memory is constant over any rollout length: caches hold the last `context` frames in a ring.
+Shapes: B batch, T frames, H, W pixels, N tokens per frame, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import bundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorldState:
+    """One batch of rollouts: dynamics and decoder ring caches, the next frame's index, the sampler.
+
+    `step` advances it in place; `copy()` branches it, `repeat(k)` makes k copies of every row
+    (planners: prompt once, then evaluate 64 candidate action sequences from the same state)."""
+
+    dyn_kv: object  # (L, 2, B, N, H, C, Dh), backend array
+    dec_kv: object
+    pos: int  # absolute index of the next frame
+    rng: np.random.Generator
+    batch: int
+    last_frames_BHW3: np.ndarray  # the latest frame of each row (the prompt's last frame after reset)
+    last_tokens_BN: np.ndarray  # its tokens
+    _backend: object = None
+
+    def copy(self) -> "WorldState":
+        b = self._backend
+        rng = np.random.Generator(type(self.rng.bit_generator)())
+        rng.bit_generator.state = self.rng.bit_generator.state
+        return WorldState(b.copy(self.dyn_kv), b.copy(self.dec_kv), self.pos, rng, self.batch,
+                          self.last_frames_BHW3.copy(), self.last_tokens_BN.copy(), b)
+
+    def repeat(self, times: int) -> "WorldState":
+        b = self._backend
+        return WorldState(b.repeat(self.dyn_kv, times), b.repeat(self.dec_kv, times), self.pos, self.rng,
+                          self.batch * times, np.repeat(self.last_frames_BHW3, times, axis=0),
+                          np.repeat(self.last_tokens_BN, times, axis=0), b)
+
+    def cache_nbytes(self) -> int:
+        return self._backend.nbytes(self.dyn_kv) + self._backend.nbytes(self.dec_kv)
+
+
+class WorldModel:
+    def __init__(self, cfg, backend, *, steps: int | None = None, temperature: float | None = None,
+                 order: str | None = None, seed: int = 0):
+        from genie_robot.runtime.torch_backend import cache_shapes
+
+        d = cfg.dynamics
+        self.cfg, self.backend = cfg, backend
+        self.steps = d.maskgit_steps if steps is None else int(steps)
+        self.temperature = d.temperature if temperature is None else float(temperature)
+        self.order = d.order if order is None else order
+        if self.steps < 1:
+            raise ValueError(f"MaskGIT needs at least 1 step, got steps={self.steps}")
+        if self.order not in ("random", "confidence"):
+            raise ValueError(f"unknown MaskGIT order {self.order!r}: use 'random' or 'confidence'")
+        self.seed = seed
+        self.resolution = tuple(cfg.tokenizer.resolution)
+        self.num_actions = d.num_actions
+        self.num_tokens, self.vocab_size, self.mask_id = d.num_tokens, d.vocab_size, d.vocab_size
+        self.context = d.context
+        self._cache_shapes = cache_shapes(cfg)
+
+    @property
+    def provider(self) -> str:
+        """What actually runs the graphs: an onnxruntime provider name, or "torch:<device>"."""
+        return self.backend.provider
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, *, backend: str = "onnx", providers: str | list[str] | None = "auto",
+             device: str | None = None, steps: int | None = None, temperature: float | None = None,
+             order: str | None = None, seed: int = 0, threads: int | None = None) -> "WorldModel":
+        """A bundle written by `genie-robot export`. backend "onnx" (providers: see
+        genie_robot.device.onnx_providers) or "torch" (device: see genie_robot.device.pick_device).
+        steps / temperature / order override the model config's MaskGIT defaults."""
+        d = Path(bundle_dir)
+        cfg = bundle.read_config(d)
+        if backend == "onnx":
+            from genie_robot.runtime.onnx_backend import OnnxBackend
+
+            bundle.require(d, bundle.ONNX_FILES)
+            be = OnnxBackend(d, providers, threads=threads)
+            _check_onnx_shapes(be, cfg, d)
+        elif backend == "torch":
+            from genie_robot.runtime.torch_backend import TorchBackend
+
+            be = TorchBackend(bundle.load_genie(d), device)
+        else:
+            raise ValueError(f"unknown backend {backend!r}: use 'onnx' or 'torch'")
+        return cls(cfg, be, steps=steps, temperature=temperature, order=order, seed=seed)
+
+    # ----------------------------------------------------------------------------- input checks
+
+    def prepare_frames(self, frames: np.ndarray, what: str = "prompt") -> np.ndarray:
+        """(H, W, 3) | (T, H, W, 3) | (B, T, H, W, 3) uint8 -> (B, T, H, W, 3) at the model's resolution.
+
+        Frames of another size are resized (cv2 INTER_AREA) with a log line; anything else that is
+        not uint8 RGB channels-last is an error naming the expected layout."""
+        H, W = self.resolution
+        x = np.asarray(frames)
+        expected = f"uint8 RGB frames, channels last: (H, W, 3), (T, H, W, 3) or (B, T, H, W, 3), model size {H}x{W}"
+        if x.dtype != np.uint8:
+            raise ValueError(f"{what}: expected {expected}; got {x.dtype} {x.shape}"
+                             + ("; scale floats in [0, 1] with (x * 255).round().astype(np.uint8)"
+                                if np.issubdtype(x.dtype, np.floating) else ""))
+        if x.ndim not in (3, 4, 5) or x.shape[-1] != 3:
+            hint = "; channels first? use x.transpose(..., 2, 3, 1)-style moves to put channels last" \
+                if x.ndim >= 3 and x.shape[-3] == 3 else ""
+            raise ValueError(f"{what}: expected {expected}; got {x.dtype} {x.shape}{hint}")
+        x = x[None, None] if x.ndim == 3 else x[None] if x.ndim == 4 else x
+        if tuple(x.shape[2:4]) != (H, W):
+            import cv2
+
+            log.warning("%s: resizing frames from %dx%d to the model's %dx%d (cv2.INTER_AREA)",
+                        what, x.shape[2], x.shape[3], H, W)
+            B, T = x.shape[:2]
+            flat = x.reshape(B * T, *x.shape[2:])
+            x = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_AREA) for f in flat]).reshape(B, T, H, W, 3)
+        return np.ascontiguousarray(x)
+
+    def _check_actions(self, actions: np.ndarray, batch: int | None, what: str) -> np.ndarray:
+        a = np.asarray(actions)
+        if not np.issubdtype(a.dtype, np.integer):
+            if np.issubdtype(a.dtype, np.floating) and a.size and np.all(a == np.round(a)):
+                a = a.astype(np.int64)
+            else:
+                raise ValueError(f"{what}: latent actions are integers in [0, {self.num_actions}), got {a.dtype} {a.tolist() if a.size < 10 else a.shape}")
+        bad = (a < 0) | (a >= self.num_actions)
+        if bad.any():
+            raise ValueError(f"{what}: latent action {a[bad].flat[0]} outside [0, {self.num_actions}) "
+                             f"(this model has {self.num_actions} latent actions)")
+        if batch is not None and a.shape != (batch,):
+            raise ValueError(f"{what}: expected one action per batch row, shape ({batch},), got {a.shape}"
+                             + ("; use state.repeat(k) to branch one prompt into k rows" if batch == 1 else ""))
+        return a.astype(np.int64)
+
+    # --------------------------------------------------------------------------------- the API
+
+    def reset(self, prompt: np.ndarray, *, prompt_actions_BT1: np.ndarray | None = None,
+              seed: int | None = None) -> WorldState:
+        """Prompt frames (uint8, see prepare_frames) -> a state ready for `step`.
+
+        The actions between prompt frames are inferred with the LAM unless given. Sampling is seeded
+        with `seed` (default: the model's), so the same prompt, actions and seed give the same frames."""
+        frames_BTHW3 = self.prepare_frames(prompt, "prompt")
+        B, T = frames_BTHW3.shape[:2]
+        be = self.backend
+        tokens_BTN = self._encode(frames_BTHW3)
+        if prompt_actions_BT1 is None:
+            prompt_actions_BT1 = self._infer(frames_BTHW3) if T > 1 else np.zeros((B, 0), np.int64)
+        else:
+            a = np.asarray(prompt_actions_BT1)
+            if a.shape != (B, T - 1):
+                raise ValueError(f"prompt_actions_BT1: expected shape {(B, T - 1)} (one per prompt transition), got {a.shape}")
+            prompt_actions_BT1 = self._check_actions(a.ravel(), None, "prompt_actions_BT1").reshape(B, T - 1)
+        dyn_kv = be.zeros(self._batched(self._cache_shapes["dynamics_step"], B))
+        dec_kv = be.zeros(self._batched(self._cache_shapes["tokenizer_decoder"], B))
+        for t in range(T):
+            action_B = prompt_actions_BT1[:, t - 1] if t else np.full(B, -1, np.int64)
+            _, new = be.run("dynamics_step", tokens_BTN[:, t], action_B, dyn_kv, _pos(t))
+            be.write_slot(dyn_kv, new, t % self.context)
+            _, new = be.run("tokenizer_decoder", tokens_BTN[:, t], dec_kv, _pos(t))
+            be.write_slot(dec_kv, new, t % self.cfg.tokenizer.context)
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        return WorldState(dyn_kv, dec_kv, T, rng, B, frames_BTHW3[:, -1].copy(), tokens_BTN[:, -1].copy(), be)
+
+    def step(self, state: WorldState, actions_B: np.ndarray) -> np.ndarray:
+        """Latent actions (B,) int in [0, A) -> the next frames (B, H, W, 3) uint8; advances `state`."""
+        actions_B = self._check_actions(np.atleast_1d(actions_B), state.batch, "step")
+        be, B, N = self.backend, state.batch, self.num_tokens
+        pos = _pos(state.pos)
+        tokens_BN = np.full((B, N), self.mask_id, np.int64)
+        masked_BN = np.ones((B, N), bool)
+        n_masked = N
+        for left in cosine_schedule(self.steps, N):
+            logits_BNV, _ = be.run("dynamics_step", tokens_BN, actions_B, state.dyn_kv, pos)
+            tokens_BN, masked_BN = reveal(logits_BNV, tokens_BN, masked_BN, n_masked - left,
+                                          self.temperature, self.order, state.rng)
+            n_masked = left
+            if left == 0:
+                break
+        _, new = be.run("dynamics_step", tokens_BN, actions_B, state.dyn_kv, pos)  # the final frame's K/V
+        be.write_slot(state.dyn_kv, new, state.pos % self.context)
+        frames_BHW3, new = be.run("tokenizer_decoder", tokens_BN, state.dec_kv, pos)
+        be.write_slot(state.dec_kv, new, state.pos % self.cfg.tokenizer.context)
+        state.pos += 1
+        state.last_frames_BHW3, state.last_tokens_BN = frames_BHW3, tokens_BN
+        return frames_BHW3
+
+    def rollout(self, prompt: np.ndarray, actions_BT: np.ndarray, *, seed: int | None = None) -> np.ndarray:
+        """Prompt (one clip or B clips) and B action sequences (B, T) -> imagined frames (B, T, H, W, 3).
+
+        A single prompt is encoded once and shared by all B sequences."""
+        a = np.asarray(actions_BT)
+        if a.ndim == 1:
+            a = a[None]
+        if a.ndim != 2:
+            raise ValueError(f"rollout: expected actions (B, T), got shape {a.shape}")
+        state = self.reset(prompt, seed=seed)
+        if state.batch == 1 and a.shape[0] > 1:
+            state = state.repeat(a.shape[0])
+        if state.batch != a.shape[0]:
+            raise ValueError(f"rollout: {state.batch} prompts but {a.shape[0]} action sequences; pass one prompt "
+                             "or one per sequence")
+        H, W = self.resolution
+        out = np.empty((a.shape[0], a.shape[1], H, W, 3), np.uint8)
+        for t in range(a.shape[1]):
+            out[:, t] = self.step(state, a[:, t])
+        return out
+
+    def infer_actions(self, video: np.ndarray) -> np.ndarray:
+        """Video (T >= 2 frames, uint8, see prepare_frames) -> latent actions (B, T-1) int64;
+        [:, t] labels the transition from frame t to t+1."""
+        frames_BTHW3 = self.prepare_frames(video, "video")
+        if frames_BTHW3.shape[1] < 2:
+            raise ValueError(f"infer_actions needs at least 2 frames, got {frames_BTHW3.shape[1]}")
+        return self._infer(frames_BTHW3)
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        """Frames -> tokens (B, T, N) int64 (tokenizer encoder, streamed with its cache)."""
+        return self._encode(self.prepare_frames(frames, "frames"))
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _batched(self, shape, B):
+        return shape[:2] + (B,) + shape[3:]
+
+    def _stream(self, graph: str, frames_BTHW3: np.ndarray) -> np.ndarray:
+        be = self.backend
+        B, T = frames_BTHW3.shape[:2]
+        shape = self._batched(self._cache_shapes[graph], B)
+        kv, C = be.zeros(shape), shape[5]
+        outs = []
+        for t in range(T):
+            out, new = be.run(graph, frames_BTHW3[:, t], kv, _pos(t))
+            be.write_slot(kv, new, t % C)
+            outs.append(out)
+        return np.stack(outs, 1).astype(np.int64)
+
+    def _encode(self, frames_BTHW3):
+        return self._stream("tokenizer_encoder", frames_BTHW3)
+
+    def _infer(self, frames_BTHW3):
+        return self._stream("lam_encoder", frames_BTHW3)[:, 1:]  # frame 0's output labels no transition
+
+
+def _pos(t: int) -> np.ndarray:
+    return np.array(t, dtype=np.int64)
+
+
+def _check_onnx_shapes(be, cfg, d: Path) -> None:
+    """The graphs' static dims must match the config (catches a config.json from another export)."""
+    from genie_robot.runtime.torch_backend import cache_shapes
+
+    for graph, shape in cache_shapes(cfg).items():
+        got = be.input_shapes(graph)["kv"]
+        want = list(shape[:2]) + ["batch"] + list(shape[3:])
+        if [g if isinstance(g, int) else "batch" for g in got] != want:
+            raise bundle.BundleError(f"{d / (graph + '.onnx')} expects a cache of shape {got}, but {d / bundle.CONFIG} "
+                                     f"implies {want}: graphs and config come from different models; re-export "
+                                     f"with `{bundle.EXPORT_HINT.format(dir=d)}`")
+
+
+# ------------------------------------------------------------------- MaskGIT sampling (host, numpy)
+
+
+def cosine_schedule(steps: int, num_tokens: int) -> list[int]:
+    """Tokens still masked after each pass; the same numbers as maskgit.cosine_schedule."""
+    if steps < 1:
+        raise ValueError(f"MaskGIT needs at least 1 step, got {steps}")
+    left, out = num_tokens, []
+    for s in range(1, steps + 1):
+        target = math.floor(num_tokens * math.cos(math.pi / 2 * s / steps))
+        left = max(0, min(left - 1, target)) if s < steps else 0
+        out.append(left)
+    return out
+
+
+def reveal(logits_BNV: np.ndarray, tokens_BN: np.ndarray, masked_BN: np.ndarray, n_reveal: int,
+           temperature: float, order: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """maskgit._reveal in numpy: sample every position (inverse CDF at `temperature`, argmax at 0), then
+    fix `n_reveal` still-masked positions, chosen at random or by confidence."""
+    B, N, V = logits_BNV.shape
+    logits = logits_BNV.astype(np.float32, copy=False)
+    if temperature > 0:
+        z = logits / np.float32(temperature)
+        z -= z.max(-1, keepdims=True)
+        cdf_BNV = np.cumsum(np.exp(z), axis=-1)
+        u_BN1 = rng.random((B, N, 1), dtype=np.float32) * cdf_BNV[..., -1:]
+        sampled_BN = np.minimum((cdf_BNV < u_BN1).sum(-1), V - 1)
+        probs = None if order == "random" else np.take_along_axis(np.diff(cdf_BNV, axis=-1, prepend=0), sampled_BN[..., None], -1)[..., 0] / cdf_BNV[..., -1]
+    else:
+        sampled_BN = logits.argmax(-1)
+        if order != "random":
+            z = logits - logits.max(-1, keepdims=True)
+            probs = 1.0 / np.exp(z).sum(-1)  # softmax at the argmax
+    if order == "random":
+        score_BN = rng.random((B, N), dtype=np.float32)
+    elif order == "confidence":
+        score_BN = probs.astype(np.float32)
+    else:
+        raise ValueError(f"unknown MaskGIT order {order!r}: use 'random' or 'confidence'")
+    score_BN = np.where(masked_BN, score_BN, np.float32(-1.0))
+    idx_BK = np.argsort(-score_BN, axis=1, kind="stable")[:, :n_reveal]
+    rows = np.arange(B)[:, None]
+    tokens_BN = tokens_BN.copy()
+    masked_BN = masked_BN.copy()
+    tokens_BN[rows, idx_BK] = sampled_BN[rows, idx_BK]
+    masked_BN[rows, idx_BK] = False
+    return tokens_BN, masked_BN

@@ -1,0 +1,59 @@
+"""Runtime fixtures: a stage-2 checkpoint of the `tiny` model (random init, saved with the training
+checkpoint module) and the bundle `genie-robot export` makes from it, built once per session
+(the dynamo export is the slow part, ~5 s per graph)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def make_checkpoint(run_dir, seed: int = 0, preset_name: str = "tiny", run_id: str | None = None):
+    from genie_robot.models import Genie, preset
+    from training import checkpoints as ckpt_io
+
+    torch.manual_seed(seed)
+    genie = Genie(preset(preset_name))
+    with torch.no_grad():
+        genie.dynamics.action_table.copy_(genie.lam.action_embeddings())
+    config = {"train": {"preset": preset_name, "model": {}}, "model": genie.cfg.to_dict(), "stage": "dynamics"}
+    path = ckpt_io.save_checkpoint(run_dir, 1, weights=genie.state_dict(), config=config,
+                                   state={"step": 1, "mlflow_run_id": run_id})
+    return path, genie.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """-> (bundle dir, checkpoint dir, the Genie that was saved)."""
+    from genie_robot.cli import main
+
+    root = tmp_path_factory.mktemp("export")
+    ckpt, genie = make_checkpoint(root / "runs" / "dynamics")
+    out = root / "bundle"
+    torch_threads = torch.get_num_threads()
+    assert main(["export", "--dynamics", str(root / "runs" / "dynamics"), "--out", str(out)]) == 0
+    torch.set_num_threads(torch_threads)
+    return out, ckpt, genie
+
+
+@pytest.fixture(scope="session")
+def onnx_wm(tiny_export):
+    from genie_robot.runtime.world_model import WorldModel
+
+    return WorldModel.load(tiny_export[0], backend="onnx", threads=1)
+
+
+@pytest.fixture(scope="session")
+def torch_wm(tiny_export):
+    from genie_robot.runtime.world_model import WorldModel
+
+    return WorldModel.load(tiny_export[0], backend="torch")
+
+
+@pytest.fixture
+def prompt():
+    """(T=3, 16, 16, 3) uint8: a smooth moving pattern (not noise, so the resize check is meaningful)."""
+    yy, xx = np.mgrid[0:16, 0:16]
+    frames = [np.stack([(xx * 16 + 8 * t) % 256, (yy * 16) % 256, np.full_like(xx, 40 * t)], -1) for t in range(3)]
+    return np.asarray(frames, dtype=np.uint8)
