@@ -84,3 +84,28 @@ def test_eval_errors_are_clear(trained, capsys):
     assert cli(["eval", "--dynamics", str(d / "dyn"), "--store", store, "--out", str(d / "x"), "--frames", "40",
                 "--tracking-uri", uri]) == 2
     assert "has 40 frames" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_with_fvd(trained, monkeypatch):
+    """The --fvd path, with a randomly initialised I3D at 32x32 standing in for the 224x224 network."""
+    import torch
+
+    from genie_robot.eval import fvd as fvd_mod
+    from genie_robot.eval import i3d as i3d_mod
+
+    torch.manual_seed(0)
+    random_i3d = i3d_mod.InceptionI3d().eval().requires_grad_(False)
+    features = fvd_mod.i3d_features
+    monkeypatch.setattr(i3d_mod, "load_kinetics_i3d", lambda path=None, **kw: random_i3d)
+    monkeypatch.setattr(fvd_mod, "i3d_features", lambda v, net, **kw: features(v, net, size=32))
+    d, store, uri = trained
+    out = d / "report_fvd"
+    args = ["eval", "--dynamics", str(d / "dyn"), "--store", store, "--split", "all", "--episodes", "2",
+            "--tracking-uri", uri, "--fvd"]
+    assert cli([*args, "--out", str(out), "--frames", "10"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(m["fvd/inferred"]) and np.isfinite(m["fvd/random"]) and m["fvd/videos"] == 2
+    assert "FVD, inferred actions (2 videos)" in (out / "report.md").read_text()
+    assert cli([*args, "--out", str(d / "report_short")]) == 0  # 8 frames: too short for the I3D
+    assert "FVD skipped: clips of 8 frames" in (d / "report_short" / "report.md").read_text()
