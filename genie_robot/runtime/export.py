@@ -81,7 +81,7 @@ def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict:
     import torch
 
     from genie_robot.runtime.onnx_backend import INPUTS
-    from genie_robot.runtime.torch_backend import cache_shapes, step_modules
+    from genie_robot.runtime.torch_backend import cache_shapes, layer_views, step_modules
 
     if opset < 18:
         raise ExportError(f"opset {opset} is too old: the dynamo exporter needs opset >= 18")
@@ -90,7 +90,7 @@ def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict:
     t, a, d = cfg.tokenizer, cfg.lam, cfg.dynamics
     H, W = t.resolution
     pos = torch.tensor(3, dtype=torch.long)
-    kvs = {g: torch.zeros((s[0], s[1], B) + s[3:]) for g, s in cache_shapes(cfg).items()}
+    kvs = {g: layer_views(torch.zeros((s[0], s[1], B) + s[3:])) for g, s in cache_shapes(cfg).items()}
     frames = torch.randint(0, 256, (B, H, W, 3), dtype=torch.uint8)
     examples = {
         "tokenizer_encoder": (frames, kvs["tokenizer_encoder"], pos),
@@ -106,7 +106,9 @@ def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict:
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     for graph, module in step_modules(genie).items():
         names = INPUTS[graph]
-        dyn = {n: ({2: batch} if n == "kv" else None if n == "pos" else {0: batch}) for n in names}
+        layers = len(kvs[graph]) // 2
+        dyn = {n: ([{0: batch}] * (2 * layers) if n == "kv" else None if n == "pos" else {0: batch}) for n in names}
+        flat_names = [x for n in names for x in ([f"{kv}{l}" for l in range(layers) for kv in "kv"] if n == "kv" else [n])]
         # the exporter's argument names are the forward() parameter names
         params = list(module.forward.__code__.co_varnames[1:len(names) + 1])
         path = Path(out_dir) / f"{graph}.onnx"
@@ -114,7 +116,7 @@ def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict:
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module, examples[graph], dynamo=True, opset_version=opset, verbose=False,
-                input_names=list(names), output_names=[outputs[graph], "new_kv"],
+                input_names=flat_names, output_names=[outputs[graph], "new_kv"],
                 dynamic_shapes={p: dyn[n] for p, n in zip(params, names)},
             )
             program.save(str(path))

@@ -60,10 +60,21 @@ class OnnxBackend:
         log.info("onnxruntime %s, providers asked %s, active %s", ort.__version__, asked, active)
 
     def input_shapes(self, graph: str) -> dict[str, list]:
-        return {i.name: i.shape for i in self.sessions[graph].get_inputs()}
+        """Graph input shapes, with the per-layer cache inputs folded back into "kv": (L, 2, *k0's shape)."""
+        shapes = {i.name: i.shape for i in self.sessions[graph].get_inputs()}
+        layers = sum(1 for n in shapes if n.startswith("k") and n[1:].isdigit())
+        if layers:
+            shapes["kv"] = [layers, 2] + list(shapes["k0"])
+        return shapes
 
     def run(self, graph: str, *inputs):
-        feed = {name: np.ascontiguousarray(x) for name, x in zip(INPUTS[graph], inputs)}
+        feed = {}
+        for name, x in zip(INPUTS[graph], inputs):
+            if name == "kv":  # per-layer views of the host cache: no copy (see torch_backend.py)
+                for l in range(x.shape[0]):
+                    feed[f"k{l}"], feed[f"v{l}"] = x[l, 0], x[l, 1]
+            else:
+                feed[name] = np.ascontiguousarray(x)
         out, new = self.sessions[graph].run(None, feed)
         return out, new
 

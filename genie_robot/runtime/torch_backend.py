@@ -8,19 +8,22 @@ that frame's new keys/values instead of writing them: the host writes them into 
 `pos % C` only when the frame is final. That way the 25 MaskGIT passes over a frame never copy the
 cache (at batch 64 the `cpu` dynamics cache is ~300 MB), and the per-frame cost is constant.
 
-Cache layout (runtime's own, batch first so that ONNX sees one dynamic batch axis):
-    kv_LB:  (L, 2, B, N, H, C, Dh)   keys/values of the last C frames, per layer
-    new_LB: (L, 2, B, N, H, Dh)      this frame's keys/values
+Cache layout (runtime's own, with the batch axis next to the tokens so that ONNX sees one dynamic
+batch axis). The host keeps one array per graph, and the graphs take its per-layer views as separate
+inputs (`k0, v0, k1, v1, ...`), so nothing slices or copies the cache inside the graph:
+    kv:     (L, 2, B, N, H, C, Dh)   keys/values of the last C frames, per layer (host)
+    kv[l, 0], kv[l, 1]: (B, N, H, C, Dh)  the graph inputs k<l>, v<l>
+    new_kv: (L, 2, B, N, H, Dh)      this frame's keys/values (graph output)
     pos:    () int64
 Attention of frame `pos` over the cache: slots j <= pos except slot pos % C (it holds frame pos - C,
 which leaves the window as this one enters), plus the frame itself. That is exactly the key set of
 `STTransformer.step`, computed without writing (tested against it in tests/runtime).
 
 Graphs (inputs -> outputs):
-    tokenizer_encoder: frames_BHW3 uint8, kv, pos -> tokens_BN int64, new_kv
-    tokenizer_decoder: tokens_BN int64, kv, pos   -> frames_BHW3 uint8, new_kv
-    lam_encoder:       frames_BHW3 uint8, kv, pos -> action_B int64 (labels frame pos-1 -> pos), new_kv
-    dynamics_step:     tokens_BN int64, action_B int64, kv, pos -> logits_BNV float32, new_kv
+    tokenizer_encoder: frames_BHW3 uint8, kv..., pos -> tokens_BN int64, new_kv
+    tokenizer_decoder: tokens_BN int64, kv..., pos   -> frames_BHW3 uint8, new_kv
+    lam_encoder:       frames_BHW3 uint8, kv..., pos -> action_B int64 (labels frame pos-1 -> pos), new_kv
+    dynamics_step:     tokens_BN int64, action_B int64, kv..., pos -> logits_BNV float32, new_kv
 """
 
 from __future__ import annotations
@@ -36,8 +39,14 @@ from genie_robot.models.tokenizer import patchify, to_float, to_uint8, unpatchif
 GRAPHS = ("tokenizer_encoder", "tokenizer_decoder", "lam_encoder", "dynamics_step")
 
 
-def cached_step(st: STTransformer, x_BNM: Tensor, kv_LB: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """One frame through `st` with a read-only ring cache -> (y_BNM after the final norm, new_LB)."""
+def layer_views(kv: Tensor) -> list[Tensor]:
+    """(L, 2, B, N, H, C, Dh) -> [k0, v0, k1, v1, ...] views, each (B, N, H, C, Dh)."""
+    return list(kv.flatten(0, 1).unbind(0))
+
+
+def cached_step(st: STTransformer, x_BNM: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
+    """One frame through `st` with a read-only ring cache (`layer_views`) -> (y_BNM after the final
+    norm, new_kv (L, 2, B, N, H, Dh))."""
     B, N, M = x_BNM.shape
     C, H = st.window, st.cfg.heads
     Dh = M // H
@@ -45,25 +54,25 @@ def cached_step(st: STTransformer, x_BNM: Tensor, kv_LB: Tensor, pos: Tensor) ->
     x = x_BNM.to(dtype) + st.spatial_pos + st.time_embedding(pos).to(dtype)
     slots = torch.arange(C, device=x.device)
     valid_C = (slots <= pos) & (slots != pos % C)
-    bias_11C = torch.zeros(C, dtype=dtype, device=x.device).masked_fill(~valid_C, float("-inf")).view(1, 1, C)
+    bias_111C = torch.zeros(C, dtype=dtype, device=x.device).masked_fill(~valid_C, float("-inf")).view(1, 1, 1, C)
     scale = Dh ** -0.5
     news = []
     for l, block in enumerate(st.blocks):
         x = x + block.spatial(block.norm_s(x))
         q, k, v = block.temporal.project(block.norm_t(x).reshape(B * N, 1, M))  # (S, H, 1, Dh)
-        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (S, H, Dh)
-        keys_SHCD = kv_LB[l, 0].reshape(B * N, H, C, Dh).to(dtype)
-        values_SHCD = kv_LB[l, 1].reshape(B * N, H, C, Dh).to(dtype)
-        # softmax over [cache slots, this frame] without concatenating the cache (no copy of it)
-        s_cache = torch.einsum("shd,shcd->shc", q, keys_SHCD) * scale + bias_11C
-        s_self = (q * k).sum(-1, keepdim=True) * scale
+        keys_SHCD = kv[2 * l].reshape(B * N, H, C, Dh).to(dtype)
+        values_SHCD = kv[2 * l + 1].reshape(B * N, H, C, Dh).to(dtype)
+        # softmax over [cache slots, this frame] without concatenating the cache (no copy of it);
+        # plain matmuls: onnxruntime runs them (transposed operand fused) far faster than Einsum
+        s_cache = torch.matmul(q, keys_SHCD.transpose(-1, -2)) * scale + bias_111C  # (S, H, 1, C)
+        s_self = (q * k).sum(-1, keepdim=True) * scale  # (S, H, 1, 1)
         s = torch.cat([s_cache, s_self], dim=-1).softmax(dim=-1)
-        y_SHD = torch.einsum("shc,shcd->shd", s[..., :C], values_SHCD) + s[..., C:] * v
-        x = x + block.temporal.merge(y_SHD[:, :, None]).view(B, N, M)
+        y_SH1D = torch.matmul(s[..., :C], values_SHCD) + s[..., C:] * v
+        x = x + block.temporal.merge(y_SH1D).view(B, N, M)
         x = x + block.ffn(block.norm_f(x))
-        news.append(torch.stack((k, v)))  # (2, S, H, Dh)
-    new_LB = torch.stack(news).view(len(st.blocks), 2, B, N, H, Dh).to(kv_LB.dtype)
-    return st.norm_out(x), new_LB
+        news.append(torch.stack((k[:, :, 0], v[:, :, 0])))  # (2, S, H, Dh)
+    new_kv = torch.stack(news).view(len(st.blocks), 2, B, N, H, Dh).to(kv[0].dtype)
+    return st.norm_out(x), new_kv
 
 
 class TokenizerEncoderStep(nn.Module):
@@ -71,7 +80,7 @@ class TokenizerEncoderStep(nn.Module):
         super().__init__()
         self.tok = genie.tokenizer
 
-    def forward(self, frames_BHW3: Tensor, kv: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, frames_BHW3: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
         x_BNP = patchify(to_float(frames_BHW3)[:, None], self.tok.cfg.patch)[:, 0]
         y_BNM, new = cached_step(self.tok.encoder, self.tok.patch_embed(x_BNP), kv, pos)
         return self.tok.vq.quantize(self.tok.to_code(y_BNM)), new
@@ -82,7 +91,7 @@ class TokenizerDecoderStep(nn.Module):
         super().__init__()
         self.tok = genie.tokenizer
 
-    def forward(self, tokens_BN: Tensor, kv: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, tokens_BN: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
         tok = self.tok
         y_BNM, new = cached_step(tok.decoder, tok.from_code(tok.vq.embeddings()[tokens_BN]), kv, pos)
         frames = unpatchify(tok.to_pixels(y_BNM)[:, None], tok.cfg.patch, tok.cfg.grid)[:, 0]
@@ -94,7 +103,7 @@ class LamEncoderStep(nn.Module):
         super().__init__()
         self.lam = genie.lam
 
-    def forward(self, frames_BHW3: Tensor, kv: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, frames_BHW3: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
         lam = self.lam
         h_BNM = lam.patch_embed(patchify(to_float(frames_BHW3)[:, None], lam.cfg.patch)[:, 0])
         query_B1M = lam.action_query.to(h_BNM.dtype).expand(h_BNM.shape[0], 1, h_BNM.shape[2])
@@ -107,7 +116,7 @@ class DynamicsStep(nn.Module):
         super().__init__()
         self.dyn = genie.dynamics
 
-    def forward(self, tokens_BN: Tensor, action_B: Tensor, kv: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, tokens_BN: Tensor, action_B: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
         d = self.dyn
         x_BNM = d.token_embed(tokens_BN) + d.embed_actions(action_B)[:, None, :]
         y_BNM, new = cached_step(d.transformer, x_BNM, kv, pos)
@@ -157,7 +166,8 @@ class TorchBackend:
     @torch.no_grad()
     def run(self, graph: str, *inputs):
         """inputs: numpy arrays / ints (host) or cache tensors -> (host output as numpy, new_kv on device)."""
-        args = [x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), device=self.device) for x in inputs]
+        args = [layer_views(x) if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), device=self.device)
+                for x in inputs]
         out, new = self.modules[graph](*args)
         return out.cpu().numpy(), new
 

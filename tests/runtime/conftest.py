@@ -23,6 +23,15 @@ def make_checkpoint(run_dir, seed: int = 0, preset_name: str = "tiny", run_id: s
     return path, genie.eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny tensors: one thread is fastest, and on a loaded machine a second one mostly waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
     """-> (bundle dir, checkpoint dir, the Genie that was saved)."""
@@ -31,9 +40,7 @@ def tiny_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     ckpt, genie = make_checkpoint(root / "runs" / "dynamics")
     out = root / "bundle"
-    torch_threads = torch.get_num_threads()
     assert main(["export", "--dynamics", str(root / "runs" / "dynamics"), "--out", str(out)]) == 0
-    torch.set_num_threads(torch_threads)
     return out, ckpt, genie
 
 

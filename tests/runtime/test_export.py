@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from genie_robot.runtime import bundle
-from genie_robot.runtime.onnx_backend import INPUTS
-from genie_robot.runtime.torch_backend import cache_shapes, step_modules
+from genie_robot.runtime.onnx_backend import INPUTS, OnnxBackend
+from genie_robot.runtime.torch_backend import cache_shapes, layer_views, step_modules
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -24,8 +24,8 @@ def test_bundle_has_graphs_weights_and_a_manifest_with_source_hashes(tiny_export
     assert manifest["sources"]["dynamics"]["sha256"]["model.safetensors"] == bundle.sha256(ckpt / "model.safetensors")
     for name in bundle.ONNX_FILES + (bundle.WEIGHTS, bundle.CONFIG):
         assert manifest["files"][name] == bundle.sha256(out / name)
-    kv = manifest["graphs"]["dynamics_step"]["inputs"]["kv"]["shape"]
-    assert isinstance(kv[2], str) and manifest["graphs"]["dynamics_step"]["inputs"]["tokens"]["shape"][0] == kv[2]
+    k0 = manifest["graphs"]["dynamics_step"]["inputs"]["k0"]["shape"]
+    assert isinstance(k0[0], str) and manifest["graphs"]["dynamics_step"]["inputs"]["tokens"]["shape"][0] == k0[0]
 
 
 def _inputs(graph, cfg, B, t, rng):
@@ -41,7 +41,7 @@ def _inputs(graph, cfg, B, t, rng):
 def test_onnx_graph_matches_torch_over_a_wrapping_ring(tiny_export, graph):
     out, _, genie = tiny_export
     module = step_modules(genie)[graph]
-    session = ort.InferenceSession(str(out / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
+    backend = OnnxBackend(out, "cpu", threads=1)
     B, rng = 3, np.random.default_rng(0)  # batch 3: not the export example's 2, so the batch axis is dynamic
     shape = cache_shapes(genie.cfg)[graph]
     kv = np.zeros(shape[:2] + (B,) + shape[3:], np.float32)
@@ -50,9 +50,9 @@ def test_onnx_graph_matches_torch_over_a_wrapping_ring(tiny_export, graph):
     for t in range(C + 3):
         x = _inputs(graph, genie.cfg, B, t, rng)
         pos = np.array(t, np.int64)
-        o, new = session.run(None, dict(zip(INPUTS[graph], [*x, kv, pos])))
+        o, new = backend.run(graph, *x, kv, pos)
         with torch.no_grad():
-            ref, ref_new = module(*[torch.from_numpy(np.asarray(a)) for a in x], kv_t, torch.tensor(t))
+            ref, ref_new = module(*[torch.from_numpy(np.asarray(a)) for a in x], layer_views(kv_t), torch.tensor(t))
         if o.dtype == np.float32:
             np.testing.assert_allclose(o, ref.numpy(), atol=2e-5, rtol=1e-5)
         elif o.dtype == np.uint8:  # pixels: rounding may flip by one level at most
@@ -78,7 +78,7 @@ def test_torch_graphs_equal_the_models_own_inference(tiny_export):
             tokens = torch.randint(0, d.vocab_size + 1, (2, d.num_tokens), generator=g)
             action = torch.randint(-1 if t == 0 else 0, d.num_actions, (2,), generator=g)
             ref, _ = genie.dynamics.step(tokens, action, kv_ref, t)
-            logits, new = mods["dynamics_step"](tokens, action, kv, torch.tensor(t))
+            logits, new = mods["dynamics_step"](tokens, action, layer_views(kv), torch.tensor(t))
             torch.testing.assert_close(logits, ref, atol=2e-5, rtol=1e-5)
             kv[:, :, :, :, :, t % d.context] = new
         H, W = cfg.tokenizer.resolution
