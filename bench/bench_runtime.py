@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--configs", default="cpu,compare")
     ap.add_argument("--steps", default="25,8")
     ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--compare-batches", default="1", help="batches for the comparison config (64 takes minutes a frame)")
+    ap.add_argument("--naive-max-batch", type=int, default=1, help="skip the naive baseline above this batch")
     ap.add_argument("--methods", default="naive,torch,onnx")
     ap.add_argument("--budget", type=float, default=15.0, help="seconds per cell (at least one frame is timed)")
     ap.add_argument("--max-frames", type=int, default=20)
@@ -144,9 +146,12 @@ def main() -> None:
                 flops = c["dynamics"]["flops_per_pass"] * (steps + 1) + c["tokenizer"]["decode_flops_per_frame"]
                 wms = {m: WorldModel.load(out, backend=m, steps=steps, threads=args.threads)
                        for m in ("torch", "onnx") if m in args.methods}
-                for B in map(int, args.batches.split(",")):
+                batches = args.compare_batches if name == "compare" else args.batches
+                for B in map(int, batches.split(",")):
                     base = None
                     for method in args.methods.split(","):
+                        if method == "naive" and B > args.naive_max_batch:
+                            continue
                         if method == "naive":
                             fps = naive_fps(bundle.load_genie(out), B, steps, args.budget, args.max_frames)
                             base = fps

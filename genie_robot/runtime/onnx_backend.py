@@ -32,6 +32,9 @@ def session_options(threads: int | None = None):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or int(os.environ.get("GENIE_NUM_THREADS", "0")) or (os.cpu_count() or 1)
     opts.inter_op_num_threads = 1
+    # no busy-waiting between ops: on a shared CPU a spinning second thread made a pass 2x slower
+    # (measured: 26 ms with spinning vs 13.5 ms without, cpu preset, batch 1, loaded 2-core machine)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only: the fused-node notices are noise
     return opts
 
