@@ -96,15 +96,20 @@ def common_step(steps: int) -> dict:
     flops = counter.get_total_flops()
     attention = sum(f for op, f in counter.get_flop_counts()["Global"].items() if "attention" in str(op))
     peak = matmul_peak()
+    import resource
+
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
+    # Page faults do not depend on the machine's load: they show what the allocator mode does.
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
     peak = max(peak, matmul_peak())  # the peak before and after: the machine is shared
     best, median = min(times), sorted(times)[len(times) // 2]
     return {"params_M": sum(p.numel() for p in model.parameters()) / 1e6, "gflop": flops / 1e9,
-            "attention_gflop": attention / 1e9,
+            "attention_gflop": attention / 1e9, "page_faults_per_step": faults,
             "peak_gflops": peak, "best_s": best, "median_s": median,
             "pct_peak_best": 100 * flops / best / 1e9 / peak, "pct_peak_median": 100 * flops / median / 1e9 / peak}
 
@@ -244,12 +249,12 @@ def main() -> None:
     if args.only in (None, "common"):
         print("\n## dynamics train step (fwd+bwd, B=4), width 256, 8 layers, 8 heads, 16x16 tokens, V=1024, T=16")
         print(f"{'allocator':<16} {'threads':>7} {'params':>7} {'GFLOP':>7} {'(attn)':>6} {'peak GF/s':>9} "
-              f"{'best s':>7} {'median s':>8} {'% peak':>7} {'vs 1xgpt 7.6 s':>14}")
+              f"{'best s':>7} {'median s':>8} {'% peak':>7} {'vs 1xgpt 7.6 s':>14} {'faults/step':>11}")
         for mode in args.modes.split(","):
             r = run_worker("common", mode, args.steps)
             print(f"{r['malloc']:<16} {r['threads']:>7} {r['params_M']:>6.2f}M {r['gflop']:>7.0f} {r['attention_gflop']:>6.0f} {r['peak_gflops']:>9.1f} "
                   f"{r['best_s']:>7.2f} {r['median_s']:>8.2f} {r['pct_peak_best']:>6.1f}% "
-                  f"{PEERS_S['1xgpt'] / r['best_s']:>13.2f}x", flush=True)
+                  f"{PEERS_S['1xgpt'] / r['best_s']:>13.2f}x {r['page_faults_per_step']:>11.0f}", flush=True)
     if args.only in (None, "preset"):
         print(f"\n## cpu preset training steps (fwd, bwd, clip, AdamW), batch {args.batch}, allocator: mallopt")
         print(f"{'stage':<10} {'trainable':>9} {'frames/step':>11} {'bare s/step':>11} {'loop s/step':>11} "
