@@ -17,6 +17,7 @@ queue), and idles until the first action after a reset.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -66,6 +67,7 @@ class Imagination:
         self._step_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._wait_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._closed = False
+        self._waiters = 0  # resets and rollouts waiting for the model; they go before queued actions
         self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name="imagination", daemon=True)
         self._thread.start()
@@ -77,13 +79,10 @@ class Imagination:
         Pending actions are discarded. With publish_prompt, on_frame gets the prompt at the model's
         resolution as frame 0 (subscribers then know the world is ready). Raises ValueError for
         frames the model rejects."""
-        with self.model_lock:
+        with self._exclusive(new_world=True):
             state = self.model.reset(prompt_HW3)
             with self._cv:
                 self._state, self._prompt_stamp, self._k = state, int(stamp_ns), 0
-                self._generation += 1
-                self._queue.clear()
-                self._held = None
             if self.publish_prompt:
                 self.on_frame(resize(prompt_HW3, self.model.resolution), 0, int(stamp_ns))
 
@@ -109,8 +108,27 @@ class Imagination:
     def rollout(self, prompt_HW3: np.ndarray, actions_BT: np.ndarray) -> np.ndarray:
         """B action sequences of T steps from one prompt -> frames (B, T, H, W, 3) uint8. Waits for
         the model between two steps of the live world, which it leaves alone."""
-        with self.model_lock:
+        with self._exclusive():
             return self.model.rollout(prompt_HW3, actions_BT)
+
+    @contextlib.contextmanager
+    def _exclusive(self, new_world: bool = False):
+        """The model for a reset or rollout: the worker takes no new action until it is done (a plain
+        lock would let a busy worker take it back between steps and starve the caller). new_world:
+        drop the queued actions, and skip the one the worker may have taken but not started."""
+        with self._cv:
+            self._waiters += 1
+            if new_world:
+                self._generation += 1
+                self._queue.clear()
+                self._held = None
+        try:
+            with self.model_lock:
+                yield
+        finally:
+            with self._cv:
+                self._waiters -= 1
+                self._cv.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
         with self._cv:
@@ -149,7 +167,7 @@ class Imagination:
         """Block until there is an action to run: (action, enqueue time, generation); None when closed."""
         with self._cv:
             while not self._closed:
-                if self._state is not None:
+                if self._state is not None and not self._waiters:
                     if self.mode == "on_action" and self._queue:
                         a, t = self._queue.popleft()
                         return a, t, self._generation

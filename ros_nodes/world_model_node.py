@@ -40,11 +40,14 @@ PARAMETERS = {
     "model": ("", "model bundle directory (genie-robot export --out DIR); required"),
     "backend": ("onnx", "'onnx' (onnxruntime) or 'torch'"),
     "providers": ("auto", "onnxruntime execution providers: 'auto' or a comma-separated list"),
+    "device": ("", "torch backend device (cpu, cuda, cuda:1); '' = genie_robot.device's choice"),
     "threads": (0, "CPU threads for inference (onnxruntime intra-op, or torch.set_num_threads); 0 = the backend's default"),
     "steps": (0, "MaskGIT steps per frame; 0 = the model's default"),
     "temperature": (-1.0, "MaskGIT sampling temperature; negative = the model's default"),
+    "order": ("", "MaskGIT reveal order: 'random' or 'confidence'; '' = the model's default"),
     "seed": (0, "sampling seed: the same prompt, actions and seed give the same frames"),
-    "context": (0, "frames of context the dynamics attends to; 0 = the model's default"),
+    "context": (0, "expected dynamics context in frames (fixed by the exported graphs' caches); 0 = any. "
+                "A mismatch stops the node: re-export the bundle to change it"),
     "fps": (10.0, "frame rate the model was trained at: imagined frame k is stamped prompt stamp + k / fps"),
     "frame_id": ("genie_imagined_camera", "header.frame_id of imagined images"),
     "publish_prompt": (True, "after a reset, publish the prompt as the model sees it (frame 0, the prompt's stamp)"),
@@ -83,17 +86,24 @@ def load_model(p: dict):
         kwargs["providers"] = "auto" if providers in ([], ["auto"]) else providers
         if p["threads"] > 0:
             kwargs["threads"] = p["threads"]
-    elif p["threads"] > 0:
-        import torch
+    else:
+        if p["device"]:
+            kwargs["device"] = p["device"]
+        if p["threads"] > 0:
+            import torch
 
-        torch.set_num_threads(p["threads"])
+            torch.set_num_threads(p["threads"])
     if p["steps"] > 0:
         kwargs["steps"] = p["steps"]
     if p["temperature"] >= 0:
         kwargs["temperature"] = p["temperature"]
-    if p["context"] > 0:
-        kwargs["context"] = p["context"]
-    return WorldModel.load(p["model"], **kwargs)
+    if p["order"]:
+        kwargs["order"] = p["order"]
+    model = WorldModel.load(p["model"], **kwargs)
+    if p["context"] > 0 and p["context"] != model.context:
+        raise ValueError(f"parameter context={p['context']}, but {p['model']} was exported with a context of "
+                         f"{model.context} frames (its caches' size); re-export to change it, or leave context at 0")
+    return model
 
 
 class WorldModelNode(Node):

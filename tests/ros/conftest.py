@@ -39,8 +39,9 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
-    """A torch-backend bundle of the `tiny` preset (16x16 frames, 4 latent actions), random weights,
-    written by genie_robot.runtime.export from a training checkpoint."""
+    """A bundle of the `tiny` preset (16x16 frames, 4 latent actions, random weights) with weights and
+    ONNX graphs, written by genie_robot.runtime.export from a training checkpoint (~10-20 s: the ONNX
+    export)."""
     import torch
 
     from genie_robot.models import Genie, preset
@@ -56,7 +57,7 @@ def tiny_bundle(tmp_path_factory):
     checkpoints.save_checkpoint(root / "dynamics", 1, weights=genie.state_dict(), config=config,
                                 state={"step": 1, "mlflow_run_id": None})
     threads = torch.get_num_threads()
-    out, _, _ = export_bundle(str(root / "dynamics"), root / "bundle", onnx=False)
+    out, _, _ = export_bundle(str(root / "dynamics"), root / "bundle")
     torch.set_num_threads(threads)
     return str(out)
 

@@ -26,6 +26,9 @@ class FakeModel:
     def reset(self, prompt):
         return {"prompt": prompt}
 
+    def rollout(self, prompt, actions_BT):
+        return np.zeros((*actions_BT.shape, 4, 4, 3), np.uint8)
+
     def step(self, state, actions_B):
         self.gate.wait()
         time.sleep(self.step_s)
@@ -122,3 +125,28 @@ def test_rate_mode_repeats_the_latest_action():
     assert {a for a, _, _ in out} == {2, 6}
     with pytest.raises(ValueError, match="rate_hz > 0"):
         Imagination(FakeModel(), fps=10, on_frame=on_frame, mode="rate")
+
+
+def test_a_busy_action_stream_does_not_starve_rollouts_and_resets():
+    out, on_frame = collect()
+    w = Imagination(FakeModel(step_s=0.01), fps=10, on_frame=on_frame, queue_size=4)
+    w.reset(np.zeros((4, 4, 3), np.uint8), 0)
+    stop = threading.Event()
+
+    def flood():
+        while not stop.is_set():
+            w.push_action(1)
+            time.sleep(0.002)
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        wait(lambda: len(out) >= 3)
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert w.rollout(None, np.ones((2, 3), int)).shape == (2, 3, 4, 4, 3)
+            w.reset(np.zeros((4, 4, 3), np.uint8), 0)
+            assert time.monotonic() - t0 < 0.5  # one step in flight at most, not the whole stream
+    finally:
+        stop.set()
+        t.join()
+        w.close()

@@ -224,6 +224,29 @@ def test_the_executable_runs_as_its_own_process(ros, tiny_bundle):
     assert "world model" in out
 
 
+def test_onnx_backend_by_default(ros, tiny_bundle):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    node = ros.add(WorldModelNode, model=tiny_bundle, threads=1, diagnostics_period=0.2, context=8)
+    assert node.model.provider == "CPUExecutionProvider"
+    diags = ros.subscribe(DiagnosticArray, "/diagnostics")
+    frames = ros.subscribe(Image, f"{ros.ns}/genie_world_model/imagined_image")
+    prompt = ros.publisher(Image, f"{ros.ns}/genie_world_model/prompt")
+    action = ros.publisher(UInt8, f"{ros.ns}/genie_world_model/latent_action")
+    send_prompt(ros, frames, prompt, image())
+    for a in (1, 2):
+        action.publish(UInt8(data=a))
+    out = ros.take(frames, 2)
+    assert [ns(m) for m in out] == [STAMP_NS + round(k * 1e9 / 10.0) for k in (1, 2)]
+    ros.wait_until(lambda: any(s.hardware_id == "CPUExecutionProvider" for s in diags.get(timeout=20).status),
+                   what="diagnostics naming the provider")
+
+
+def test_a_context_other_than_the_bundles_is_refused(ros, tiny_bundle):
+    with pytest.raises(ValueError, match="exported with a context of 8 frames"):
+        ros.add(WorldModelNode, model=tiny_bundle, backend="torch", context=16)
+
+
 def test_the_executable_names_a_missing_bundle(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ros_nodes.world_model_node", "--ros-args", "-p",
                            f"model:={tmp_path / 'nope'}"], capture_output=True, text=True, timeout=60)
