@@ -33,8 +33,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from training.configs import TrainConfig, apply_model_overrides, flatten, load_config
 from training import checkpoints as ckpt_io
+from training.configs import TrainConfig, apply_model_overrides, flatten, load_config
 
 # ------------------------------------------------------------------------------------------------
 # process setup: allocator, distributed, seeds
@@ -421,7 +421,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
     from tqdm import tqdm
 
     from genie_robot.device import autocast
-    from training.tracking import NullTracker, Tracker, system_info
+    from training.tracking import NullTracker, system_info
 
     malloc_mode = tune_cpu_allocator()
     info, device = setup_distributed(cfg.device)
@@ -628,6 +628,8 @@ def _find_resume(run_dir: Path, resume: str | bool | None) -> Path | None:
 
 
 def _open_tracker(cfg: TrainConfig, stage: Stage, run_id: str | None):
+    from mlflow.exceptions import MlflowException
+
     from training.tracking import Tracker
 
     kwargs = dict(experiment=cfg.experiment, run_name=cfg.run_name or f"{stage.name}-{cfg.preset}",
@@ -635,7 +637,7 @@ def _open_tracker(cfg: TrainConfig, stage: Stage, run_id: str | None):
     if run_id is not None:
         try:
             return Tracker(run_id=run_id, **kwargs)
-        except Exception as exc:  # e.g. resumed on another machine with another tracking store
+        except MlflowException as exc:  # e.g. resumed on another machine with another tracking store
             print(f"warning: MLflow run {run_id} not found in {cfg.tracking_uri or 'the local store'} "
                   f"({type(exc).__name__}); logging to a new run", file=sys.stderr)
     return Tracker(**kwargs)
