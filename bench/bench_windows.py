@@ -11,6 +11,7 @@ Generates smooth moving shapes (not noise), writes them once as a Zarr store and
 Rounds alternate between methods and the median round is reported. Ratios are against mp4 open+seek.
 
     python bench/bench_windows.py [--episodes 20 --frames 100 --size 64 --window 16 --windows 300]
+    python bench/bench_windows.py --from-store data/sim.zarr --frames 64   # real simulator frames
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from genie_robot.data.store import Episode, StoreWriter, disk_size
+from genie_robot.data.store import Episode, EpisodeStore, StoreWriter, disk_size
 from genie_robot.data.windows import WindowDataset
 
 
@@ -100,10 +101,21 @@ def main() -> None:
     p.add_argument("--chunk-frames", type=int, default=4)
     p.add_argument("--noise", type=int, default=0, help="per-pixel sensor noise amplitude (0: clean render)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--from-store",
+        help="take the first --episodes episodes (first --frames frames each) of this store, e.g. "
+        "simulator data, instead of synthetic frames",
+    )
     args = p.parse_args()
 
-    rng = np.random.default_rng(args.seed)
-    episodes = [synthetic_episode(rng, args.frames, args.size, args.noise) for _ in range(args.episodes)]
+    if args.from_store:
+        src = EpisodeStore.open(args.from_store)
+        episodes = [src.episode(e).rgb[: args.frames] for e in range(min(args.episodes, src.num_episodes))]
+        args.size = src.resolution[0]
+        print(f"frames from {args.from_store}: {len(episodes)} episodes x {len(episodes[0])} frames")
+    else:
+        rng = np.random.default_rng(args.seed)
+        episodes = [synthetic_episode(rng, args.frames, args.size, args.noise) for _ in range(args.episodes)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store_path = str(tmp / "bench.zarr")
