@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import math
 import os
@@ -250,7 +251,20 @@ def resolve_model_config(cfg: TrainConfig):
     from genie_robot.models.configs import GenieConfig, preset
 
     try:
-        return GenieConfig.from_dict(apply_model_overrides(preset(cfg.preset).to_dict(), cfg.model))
+        base = preset(cfg.preset).to_dict()
+        d = apply_model_overrides(copy.deepcopy(base), cfg.model)
+        # Fields that only mirror another model follow it unless set explicitly: a new tokenizer
+        # codebook size or resolution needs no matching --set for the LAM and the dynamics model.
+        tok, lam, dyn = d["tokenizer"], d["lam"], d["dynamics"]
+        if lam["resolution"] == base["lam"]["resolution"]:
+            lam["resolution"] = tok["resolution"]
+        linked = {"vocab_size": tok["quantizer"]["num_codes"],
+                  "grid": [r // tok["patch"] for r in tok["resolution"]],
+                  "num_actions": lam["quantizer"]["num_codes"], "action_dim": lam["quantizer"]["code_dim"]}
+        for key, value in linked.items():
+            if dyn[key] == base["dynamics"][key]:
+                dyn[key] = value
+        return GenieConfig.from_dict(d)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model config: {exc}") from None
 

@@ -72,6 +72,18 @@ def test_store_weights_from_the_command_line():
     assert _split_store("s3://bucket/a.zarr:0.5") == ("s3://bucket/a.zarr", 0.5)
 
 
+def test_linked_model_fields_follow_the_tokenizer_and_lam():
+    from training.train import resolve_model_config
+
+    m = resolve_model_config(load_config(None, ["model.tokenizer.quantizer.num_codes=128",
+                                                "model.tokenizer.resolution=[32,32]",
+                                                "model.lam.quantizer.num_codes=6"], preset="tiny"))
+    assert tuple(m.lam.resolution) == (32, 32) and m.dynamics.vocab_size == 128
+    assert tuple(m.dynamics.grid) == (8, 8) and m.dynamics.num_actions == 6
+    with pytest.raises(ConfigError, match="vocab_size"):  # set explicitly and inconsistent: still an error
+        resolve_model_config(load_config(None, ["model.dynamics.vocab_size=7"], preset="tiny"))
+
+
 def test_config_round_trips_through_dict():
     cfg = TrainConfig(stage="dynamics", lr=1e-3, stores=["x"], model={"dynamics": {"depth": 2}})
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
