@@ -64,7 +64,8 @@ def test_resume_after_sigkill_continues_exactly(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
     last = int(ckpts[-1].split("_")[1])
-    assert last == 2 * every and last < steps  # killed mid-run: at most one interval of work lost
+    # Killed mid-run (normally right after step 8; a very slow machine may have reached 12 first).
+    assert 2 * every <= last < steps
 
     out = _run([str(SCRIPT), "--run-dir", "run", "--tracking-uri", uri, *common, "--resume"], tmp_path)
     assert f"at step {last}" in out
