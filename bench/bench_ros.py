@@ -6,9 +6,9 @@ the client: one prompt, then latent actions at --rate Hz for --seconds, over Fas
 Measured:
   bare      WorldModel.step in this process, same bundle and backend, no ROS (the baseline)
   node      the node's own step latency (its /diagnostics: model.step inside the node)
-  e2e       action published -> imagined frame received, in this client (in on_action mode a frame
-            answers each action that was not dropped; frames are matched to actions in order, so this
-            is only exact while nothing is dropped -- the drop count is reported)
+  e2e       action published -> imagined frame received, in this client, measured in a second phase
+            at --e2e-rate (below the model's speed, so no action is dropped and frames match actions
+            in order): step + queue + DDS + conversions
   RSS       the node process's resident memory after warm-up, at the end, and its peak
 Actions faster than the model are the point: the node keeps a bounded queue and drops the oldest.
 
@@ -98,6 +98,8 @@ def main() -> int:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--queue-size", type=int, default=8)
     ap.add_argument("--bare-steps", type=int, default=100)
+    ap.add_argument("--e2e-rate", type=float, default=5.0, help="actions per second of the latency phase")
+    ap.add_argument("--e2e-seconds", type=float, default=10.0)
     ap.add_argument("--cache", default=str(ROOT / "build" / "bench_ros"), help="where the bundle is kept")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
@@ -179,15 +181,34 @@ def main() -> int:
         end = time.monotonic() + 5
         while len(diags) == n_diag and time.monotonic() < end:
             time.sleep(0.05)
-        alive = proc.poll() is None
         rss.append((time.perf_counter() - start, rss_mib(proc.pid)))
         received = []
         while not frames.empty():
             received.append(frames.get())
         d = diags[-1] if diags else {}
         dropped = int(d.get("dropped", -1))
-        # frames answer the actions that were not dropped, in order; exact e2e only without drops
-        e2e = [(r[0] - s) * 1e3 for s, r in zip(sent, received)] if dropped == 0 else []
+
+        # latency phase: slow enough that every action gets its own frame, in order
+        e2e_sent = []
+        next_t = time.perf_counter()
+        for _ in range(int(args.e2e_rate * args.e2e_seconds)):
+            e2e_sent.append(time.perf_counter())
+            action_pub.publish(UInt8(data=int(rng.integers(0, num_actions))))
+            next_t += 1.0 / args.e2e_rate
+            time.sleep(max(0.0, next_t - time.perf_counter()))
+        e2e_got = []
+        try:
+            while len(e2e_got) < len(e2e_sent):
+                e2e_got.append(frames.get(timeout=10)[0])
+        except queue.Empty:
+            pass
+        n_diag = len(diags)
+        end = time.monotonic() + 5
+        while len(diags) == n_diag and time.monotonic() < end:
+            time.sleep(0.05)
+        e2e_dropped = int(diags[-1].get("dropped", -1)) - dropped if diags else -1
+        e2e = [(g - s) * 1e3 for s, g in zip(e2e_sent, e2e_got)] if e2e_dropped == 0 else []
+        alive = proc.poll() is None
         warm = [m for t, m in rss if t >= 5.0] or [m for _, m in rss]
         result = {
             "host": platform.node(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
@@ -198,7 +219,8 @@ def main() -> int:
             "node_wait_ms_p50": float(d.get("wait_ms_p50", "nan")), "node_wait_ms_p99": float(d.get("wait_ms_p99", "nan")),
             "actions_sent": len(sent), "actions_taken": int(d.get("actions", -1)), "steps": int(d.get("steps", -1)),
             "dropped": dropped, "rejected": int(d.get("rejected_inputs", -1)), "frames_received": len(received),
-            "e2e_ms_p50": pct(e2e, 50), "e2e_ms_p99": pct(e2e, 99),
+            "e2e_rate_hz": args.e2e_rate, "e2e_actions": len(e2e_sent), "e2e_frames": len(e2e_got),
+            "e2e_dropped": e2e_dropped, "e2e_ms_p50": pct(e2e, 50), "e2e_ms_p99": pct(e2e, 99),
             "rss_mib_warm": warm[0], "rss_mib_end": rss[-1][1], "rss_mib_max": max(m for _, m in rss),
             "node_alive": alive,
         }
@@ -219,7 +241,7 @@ def main() -> int:
     print(f"| {'measure':<42} | {'p50 ms':>8} | {'p99 ms':>8} | {'p50 / bare':>10} |")
     print(f"|{'-' * 44}|{'-' * 10}|{'-' * 10}|{'-' * 12}|")
     for name, key in [("bare WorldModel.step (baseline)", "bare"), ("node step (its /diagnostics)", "node"),
-                      ("node queue wait (action in -> step start)", "node_wait"), ("action -> frame (client)", "e2e")]:
+                      ("node queue wait (action in -> step start)", "node_wait"), (f"action -> frame, client, at {args.e2e_rate:g} Hz", "e2e")]:
         p50, p99 = r[f"{key}_ms_p50"], r[f"{key}_ms_p99"]
         print(f"| {name:<42} | {p50:8.1f} | {p99:8.1f} | {p50 / r['bare_ms_p50']:10.2f} |")
     print(f"steps {r['steps']}, dropped {r['dropped']} (oldest first, queue {args.queue_size}), frames received "

@@ -37,29 +37,40 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    """A bundle of the `tiny` preset (16x16 frames, 4 latent actions, random weights) with weights and
-    ONNX graphs, written by genie_robot.runtime.export from a training checkpoint (~10-20 s: the ONNX
-    export)."""
+def _export_tiny(root, onnx: bool) -> str:
     import torch
 
     from genie_robot.models import Genie, preset
     from genie_robot.runtime.export import export_bundle
     from training import checkpoints
 
-    root = tmp_path_factory.mktemp("ros_bundle")
-    torch.manual_seed(0)
-    genie = Genie(preset("tiny"))
-    with torch.no_grad():
-        genie.dynamics.action_table.copy_(genie.lam.action_embeddings())
-    config = {"train": {"preset": "tiny", "model": {}}, "model": genie.cfg.to_dict(), "stage": "dynamics"}
-    checkpoints.save_checkpoint(root / "dynamics", 1, weights=genie.state_dict(), config=config,
-                                state={"step": 1, "mlflow_run_id": None})
     threads = torch.get_num_threads()
-    out, _, _ = export_bundle(str(root / "dynamics"), root / "bundle")
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)  # session fixtures run before the autouse one; the export is slow oversubscribed
+    try:
+        torch.manual_seed(0)
+        genie = Genie(preset("tiny"))
+        with torch.no_grad():
+            genie.dynamics.action_table.copy_(genie.lam.action_embeddings())
+        config = {"train": {"preset": "tiny", "model": {}}, "model": genie.cfg.to_dict(), "stage": "dynamics"}
+        checkpoints.save_checkpoint(root / "dynamics", 1, weights=genie.state_dict(), config=config,
+                                    state={"step": 1, "mlflow_run_id": None})
+        out, _, _ = export_bundle(str(root / "dynamics"), root / "bundle", onnx=onnx)
+    finally:
+        torch.set_num_threads(threads)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A torch-backend bundle of the `tiny` preset (16x16 frames, 4 latent actions, random weights),
+    written by genie_robot.runtime.export from a training checkpoint (~1 s)."""
+    return _export_tiny(tmp_path_factory.mktemp("ros_bundle"), onnx=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_bundle(tmp_path_factory):
+    """The same model with its ONNX graphs too (~20 s on an idle machine: the ONNX export)."""
+    return _export_tiny(tmp_path_factory.mktemp("ros_onnx_bundle"), onnx=True)
 
 
 class Harness:

@@ -224,10 +224,11 @@ def test_the_executable_runs_as_its_own_process(ros, tiny_bundle):
     assert "world model" in out
 
 
-def test_onnx_backend_by_default(ros, tiny_bundle):
+@pytest.mark.timeout(400)  # the ONNX export of the fixture, on a busy machine
+def test_onnx_backend_by_default(ros, tiny_onnx_bundle):
     from diagnostic_msgs.msg import DiagnosticArray
 
-    node = ros.add(WorldModelNode, model=tiny_bundle, threads=1, diagnostics_period=0.2, context=8)
+    node = ros.add(WorldModelNode, model=tiny_onnx_bundle, threads=1, diagnostics_period=0.2, context=8)
     assert node.model.provider == "CPUExecutionProvider"
     diags = ros.subscribe(DiagnosticArray, "/diagnostics")
     frames = ros.subscribe(Image, f"{ros.ns}/genie_world_model/imagined_image")
