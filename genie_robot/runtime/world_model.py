@@ -288,7 +288,10 @@ def _check_onnx_shapes(be, cfg, d: Path) -> None:
 
 
 def cosine_schedule(steps: int, num_tokens: int) -> list[int]:
-    """Tokens still masked after each pass; the same numbers as maskgit.cosine_schedule."""
+    """Tokens still masked after each pass; the same numbers as maskgit.cosine_schedule.
+
+    A copy on purpose: the onnxruntime path must not import torch (genie_robot.models does), and
+    tests/runtime/test_world_model.py checks that both schedules agree."""
     if steps < 1:
         raise ValueError(f"MaskGIT needs at least 1 step, got {steps}")
     left, out = num_tokens, []
