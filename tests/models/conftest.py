@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from genie_robot.models import preset
+from genie_robot.models import DynamicsModel, preset
 
 
 @pytest.fixture(autouse=True)
@@ -15,6 +15,15 @@ def _determinism():
 @pytest.fixture
 def cfg():
     return preset("tiny")
+
+
+@pytest.fixture
+def dyn(cfg):
+    """A tiny dynamics model with a random unit-norm action table (as the LAM codebook would give)."""
+    model = DynamicsModel(cfg.dynamics).eval()
+    with torch.no_grad():
+        model.action_table.copy_(torch.nn.functional.normalize(torch.randn_like(model.action_table), dim=-1))
+    return model
 
 
 def random_frames(cfg, B=2, T=4, seed=0):

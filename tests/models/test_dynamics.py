@@ -10,14 +10,6 @@ import torch
 from genie_robot.models import DynamicsModel, maskgit
 
 
-@pytest.fixture
-def dyn(cfg):
-    model = DynamicsModel(cfg.dynamics).eval()
-    with torch.no_grad():
-        model.action_table.copy_(torch.nn.functional.normalize(torch.randn_like(model.action_table), dim=-1))
-    return model
-
-
 def data(cfg, B=2, T=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     d = cfg.dynamics

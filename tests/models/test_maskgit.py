@@ -3,15 +3,7 @@
 import pytest
 import torch
 
-from genie_robot.models import DynamicsModel, Genie, Rollout, maskgit
-
-
-@pytest.fixture
-def dyn(cfg):
-    model = DynamicsModel(cfg.dynamics).eval()
-    with torch.no_grad():
-        model.action_table.copy_(torch.nn.functional.normalize(torch.randn_like(model.action_table), dim=-1))
-    return model
+from genie_robot.models import Genie, Rollout, maskgit
 
 
 def prompt(cfg, B=2, T=3, seed=0):

@@ -156,16 +156,26 @@ class ScriptedPolicy:
             return self._random_point()[:2]
         return self.goal[:2].copy()
 
-    def _push(self) -> Skill:
-        target = self._target_xy()
+    def _approach_behind(self, target: np.ndarray, back: float, hover: float):
+        """Moves the gripper down to table height `back` metres behind the object on the line to
+        `target`; yields the motions. Returns (unit direction d, table z), or None when the object is
+        already at the target."""
         d = target - self.obj[:2]
         if np.linalg.norm(d) < 0.03:
-            return
+            return None
         d /= np.linalg.norm(d)
         z = max(self.table_z - 0.005, self.lo[2])
-        behind = self.obj[:2] - 0.07 * d
-        yield from self._move_to(np.array([*behind, z + 0.08]), speed=0.8)
+        behind = self.obj[:2] - back * d
+        yield from self._move_to(np.array([*behind, z + hover]), speed=0.8)
         yield from self._move_to(np.array([*behind, z]), speed=0.5, max_steps=10)
+        return d, z
+
+    def _push(self) -> Skill:
+        target = self._target_xy()
+        approach = yield from self._approach_behind(target, back=0.07, hover=0.08)
+        if approach is None:
+            return
+        d, z = approach
         # Stop with the gripper a block's reach short of the target, so the block ends on it.
         yield from self._move_to(np.array([*(target - 0.055 * d), z]), speed=self.rng.uniform(0.3, 0.6), max_steps=30)
         yield from self._move_to(self.grip + [0.0, 0.0, 0.08], speed=0.6, max_steps=8)
@@ -188,15 +198,10 @@ class ScriptedPolicy:
             yield from self._move_to(self.grip + [0.0, 0.0, 0.08], speed=0.6, max_steps=6)
 
     def _slide(self) -> Skill:
-        target = self._target_xy()
-        d = target - self.obj[:2]
-        if np.linalg.norm(d) < 0.03:
+        approach = yield from self._approach_behind(self._target_xy(), back=0.08, hover=0.06)
+        if approach is None:
             return
-        d /= np.linalg.norm(d)
-        z = max(self.table_z - 0.005, self.lo[2])
-        behind = self.obj[:2] - 0.08 * d
-        yield from self._move_to(np.array([*behind, z + 0.06]), speed=0.8)
-        yield from self._move_to(np.array([*behind, z]), speed=0.5, max_steps=10)
+        d, _ = approach
         strike = self.rng.uniform(0.5, 1.0)
         for _ in range(int(self.rng.integers(4, 8))):
             yield np.array([*(strike * d), 0.0]), 0.0
