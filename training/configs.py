@@ -33,6 +33,7 @@ class TrainConfig:
     preset: str = "cpu"  # genie_robot.models.configs.preset(name): "tiny" | "cpu" | "paper"
     model: dict = field(default_factory=dict)  # overrides of the preset, e.g. {"dynamics": {"depth": 4}}
     tokenizer: str | None = None  # stage 2: tokenizer checkpoint dir, or a stage-1 run dir (latest checkpoint)
+    tokenizer_weights: str = "ema"  # stage 2: "ema" (the tokenizer's EMA weights when saved) or "raw"
 
     # data
     stores: list[str] = field(default_factory=list)  # Zarr episode stores (paths or fsspec URLs)
@@ -83,6 +84,8 @@ class TrainConfig:
         for name in ("batch_size", "max_steps", "log_every", "val_every", "ckpt_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tokenizer_weights not in ("ema", "raw"):
+            raise ValueError(f"tokenizer_weights must be 'ema' or 'raw', got {self.tokenizer_weights!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.min_lr > self.lr:

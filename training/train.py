@@ -149,7 +149,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class EMA:
-    """Exponential moving average of the trainable parameters: shadow = d*shadow + (1-d)*param, in fp32."""
+    """Exponential moving average of the trainable parameters: shadow = d*shadow + (1-d)*param, in fp32.
+
+    The decay warms up as d_t = min(decay, (1 + t) / (10 + t)): a plain EMA at 0.999 still holds
+    0.999^500 = 61 % of the random initialisation after 500 steps (measured: 12 dB validation PSNR
+    against 24.6 dB for the raw weights of the same tokenizer), which poisons short CPU runs."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
@@ -158,9 +162,11 @@ class EMA:
         self.shadow = [params[n].detach().float().clone() for n in self.names]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
+        """`step`: optimizer steps taken so far (1 after the first)."""
+        decay = min(self.decay, (1.0 + step) / (10.0 + step))
         params = dict(model.named_parameters())
-        torch._foreach_lerp_(self.shadow, [params[n].detach().float() for n in self.names], 1.0 - self.decay)
+        torch._foreach_lerp_(self.shadow, [params[n].detach().float() for n in self.names], 1.0 - decay)
 
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """A full state dict of `model` with the averaged values in place of the trainable parameters."""
@@ -301,7 +307,8 @@ def build_stage(cfg: TrainConfig) -> Stage:
         path = ckpt_io.resolve_checkpoint(cfg.tokenizer)
     except FileNotFoundError as exc:
         raise ConfigError(f"tokenizer checkpoint missing: {exc}; train one with `genie-robot train tokenizer`") from None
-    tok_weights, tok_config = ckpt_io.load_weights(path, ema=True)  # EMA weights when stage 1 kept them
+    # EMA weights when stage 1 kept them, unless tokenizer_weights="raw"
+    tok_weights, tok_config = ckpt_io.load_weights(path, ema=cfg.tokenizer_weights == "ema")
     if tok_config.get("stage") != "tokenizer":
         raise ConfigError(f"{path} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer; pass a stage-1 run")
     theirs, ours = flatten(tok_config["model"]["tokenizer"]), flatten(cfg_dict["tokenizer"])
@@ -572,9 +579,9 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             optimizer.step()
-            if ema is not None:
-                ema.update(model)
             step += 1
+            if ema is not None:
+                ema.update(model, step)
 
             # Log the global-batch mean (the same numbers 1 process would print).
             names = sorted(k for k in metrics if k != "loss")

@@ -108,7 +108,7 @@ def test_ema_tracks_trainable_weights_only():
     ema = EMA(model, decay=0.5)
     with torch.no_grad():
         model[0].weight.add_(2.0)
-    ema.update(model)
+    ema.update(model, step=1000)  # past the warm-up: the configured decay
     sd = ema.state_dict(model)
     assert torch.allclose(sd["0.weight"], model[0].weight - 1.0)  # half way to the new weights
     assert set(sd) == set(model.state_dict())  # a full, loadable state dict
@@ -116,6 +116,19 @@ def test_ema_tracks_trainable_weights_only():
     with ema.swapped_in(model):
         assert torch.allclose(model[0].weight, sd["0.weight"])
     assert torch.equal(model[0].weight, before)
+
+
+def test_ema_decay_warms_up_so_short_runs_forget_the_initialisation():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for step in range(1, 501):
+        ema.update(model, step)
+    # a plain 0.999 EMA would still be 0.999**500 = 61 % initialisation here
+    assert ema.state_dict(model)["weight"].item() > 0.99
 
 
 def test_ranks_partition_each_global_batch():
