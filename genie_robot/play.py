@@ -122,7 +122,8 @@ def run_cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("play", help="drive the world model with the keyboard in a window",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", required=True, help="model bundle dir (from `genie-robot export`)")
+    p.add_argument("--bundle", default="default",
+                   help="model bundle dir (from `genie-robot export`); default: the shipped model")
     p.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     p.add_argument("--providers", default="auto", help="onnxruntime providers: auto, cpu or cuda")
     p.add_argument("--store", default=None, help="prompt from this episode store ...")

@@ -37,7 +37,7 @@ NODE_NAME = "genie_world_model"
 
 # name: (default, description)
 PARAMETERS = {
-    "model": ("", "model bundle directory (genie-robot export --out DIR); required"),
+    "model": ("default", "model bundle directory (genie-robot export --out DIR); 'default' = the shipped model"),
     "backend": ("onnx", "'onnx' (onnxruntime) or 'torch'"),
     "providers": ("auto", "onnxruntime execution providers: 'auto' or a comma-separated list"),
     "device": ("", "torch backend device (cpu, cuda, cuda:1); '' = genie_robot.device's choice"),

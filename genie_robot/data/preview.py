@@ -101,6 +101,31 @@ def save_gif(frames_THW3: np.ndarray, path: str | Path, fps: float = 10.0) -> No
     iio.imwrite(str(path), frames_THW3, extension=".gif", duration=1000.0 / fps, loop=0)
 
 
+def side_by_side_movie(videos: list[np.ndarray], scale: int = 1, pad: int = 2,
+                       labels: Sequence[str] | None = None) -> np.ndarray:
+    """list of K (B, T, H, W, 3) uint8 -> (T, H', W', 3): columns = the K videos, rows = the B clips,
+    optionally a caption over each column (drawn after upscaling, so it stays legible)."""
+    B, T, H, W, _ = videos[0].shape
+    canvas = np.full((T, pad + B * (H + pad), pad + len(videos) * (W + pad), 3), 32, np.uint8)
+    for k, v in enumerate(videos):
+        for b in range(B):
+            y, x = pad + b * (H + pad), pad + k * (W + pad)
+            canvas[:, y : y + H, x : x + W] = v[b]
+    canvas = canvas.repeat(scale, axis=1).repeat(scale, axis=2)
+    if labels is None:
+        return canvas
+    import cv2
+
+    if len(labels) != len(videos):
+        raise ValueError(f"side_by_side_movie: {len(labels)} labels for {len(videos)} videos")
+    bar = np.full((T, 18, canvas.shape[2], 3), 32, np.uint8)
+    for k, text in enumerate(labels):
+        cv2.putText(bar[0], str(text), ((pad + k * (W + pad)) * scale + 2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (235, 235, 235), 1, cv2.LINE_AA)
+    bar[1:] = bar[0]
+    return np.concatenate([bar, canvas], axis=1)
+
+
 def store_preview(store, *, episodes: int = 4, frames: int = 8, min_size: int = 96) -> np.ndarray:
     """A grid from an EpisodeStore: `episodes` episodes spread over the store (rows), each shown as
     `frames` frames spread over its duration (columns), rows labelled 'ep i, T f'."""

@@ -156,17 +156,6 @@ def _column_header(grid_HW3: np.ndarray, row_labels: list[str], columns: list[st
     return np.concatenate([strip, grid_HW3])
 
 
-def _side_by_side_movie(videos: list[np.ndarray], scale: int, pad: int = 2) -> np.ndarray:
-    """list of K (B, T, H, W, 3) -> (T, H', W', 3): columns = the K videos, rows = the B clips."""
-    B, T, H, W, _ = videos[0].shape
-    canvas = np.full((T, pad + B * (H + pad), pad + len(videos) * (W + pad), 3), 32, np.uint8)
-    for k, v in enumerate(videos):
-        for b in range(B):
-            y, x = pad + b * (H + pad), pad + k * (W + pad)
-            canvas[:, y : y + H, x : x + W] = v[b]
-    return canvas.repeat(scale, axis=1).repeat(scale, axis=2)
-
-
 def _plot_delta_psnr(dp, path: Path, t_report: int) -> None:
     import matplotlib
 
@@ -220,7 +209,7 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
     Returns the metrics dict (also written as metrics.json)."""
     import torch
 
-    from genie_robot.data.preview import frame_grid, save_gif, save_image
+    from genie_robot.data.preview import frame_grid, save_gif, save_image, side_by_side_movie
 
     from . import latent_analysis as la
     from . import metrics as M
@@ -254,7 +243,7 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
     results["gen/ssim_inferred"] = float(M.ssim(clips_BTHW3[:, 1:], dp.frames_inferred_BTHW3[:, 1:]).mean())
     _plot_delta_psnr(dp, out / "delta_psnr.png", t_report)
     videos = [clips_BTHW3[:n], dp.frames_inferred_BTHW3[:n], dp.frames_random_BTHW3[:n]]
-    save_gif(_side_by_side_movie(videos, s), out / "rollouts.gif", fps=4)
+    save_gif(side_by_side_movie(videos, s), out / "rollouts.gif", fps=4)
     rows, labels = [], []
     for i in range(n):
         rows += [v[i] for v in videos]

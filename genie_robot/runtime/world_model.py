@@ -93,13 +93,17 @@ class WorldModel:
     def load(cls, bundle_dir: str | Path, *, backend: str = "onnx", providers: str | list[str] | None = "auto",
              device: str | None = None, steps: int | None = None, temperature: float | None = None,
              order: str | None = None, seed: int = 0, threads: int | None = None) -> "WorldModel":
-        """A bundle written by `genie-robot export`. backend "onnx" (providers: see
+        """A bundle written by `genie-robot export` ("default": the shipped model). backend "onnx" (providers: see
         genie_robot.device.onnx_providers) or "torch" (device: see genie_robot.device.pick_device).
         steps / temperature / order override the model config's MaskGIT defaults."""
-        d = Path(bundle_dir)
+        from genie_robot.runtime import default_model
+
+        d = default_model.resolve(bundle_dir)  # "default": the model shipped in genie_robot/assets
         cfg = bundle.read_config(d)
         if backend == "onnx":
             from genie_robot.runtime.onnx_backend import OnnxBackend
+
+            d = default_model.onnx_bundle(d)  # a weight-only bundle: its graphs, exported once into the cache
 
             bundle.require(d, bundle.ONNX_FILES)
             be = OnnxBackend(d, providers, threads=threads)
