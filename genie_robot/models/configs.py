@@ -51,6 +51,10 @@ class TokenizerConfig:
     decoder: TransformerConfig = field(default_factory=TransformerConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     random_time_offset: bool = True  # train at random absolute frame positions (see st_transformer.py)
+    # What the second attention of each block sees (the paper's Table 3 ablation, same parameters):
+    # "st" ST-ViViT (same position, earlier frames; the default), "spatial" ViT (own frame only),
+    # "full" C-ViViT (all tokens of this and earlier frames). The runtime / ONNX export needs "st".
+    attention: str = "st"
 
     @property
     def grid(self) -> tuple[int, int]:  # (h, w) tokens
@@ -62,6 +66,9 @@ class TokenizerConfig:
 
     def __post_init__(self):
         _check_patch(self.resolution, self.patch, "tokenizer")
+        if self.attention not in ("st", "spatial", "full"):
+            raise ValueError(f"TokenizerConfig.attention must be 'st' (ST-ViViT), 'spatial' (ViT) or 'full' "
+                             f"(C-ViViT), got {self.attention!r}")
 
 
 @dataclass
@@ -70,7 +77,9 @@ class LatentActionConfig:
 
     resolution: tuple[int, int] = (16, 16)
     patch: int = 8
-    input: str = "pixels"  # "pixels" (paper) | "tokens" (ablation, not implemented yet)
+    # "pixels" (the paper's choice) | "tokens" (ablation, Table 2: the LAM embeds the frozen tokenizer's
+    # token ids on the tokenizer's grid, so `patch` = tokenizer patch, and still predicts pixels)
+    input: str = "pixels"
     context: int = 16
     encoder: TransformerConfig = field(default_factory=TransformerConfig)
     decoder: TransformerConfig = field(default_factory=TransformerConfig)
@@ -81,6 +90,7 @@ class LatentActionConfig:
     # Log how much worse the decoder does with the batch's actions shuffled; ~1.0 means the decoder
     # ignores the action (the LAM has collapsed into a next-frame predictor / image compressor).
     monitor_action_sensitivity: bool = True
+    token_vocab: int = 0  # input="tokens": the tokenizer's codebook size V (unused for pixels)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -98,6 +108,9 @@ class LatentActionConfig:
         _check_patch(self.resolution, self.patch, "latent action model")
         if self.input not in ("pixels", "tokens"):
             raise ValueError(f"LatentActionConfig.input must be 'pixels' or 'tokens', got {self.input!r}")
+        if self.input == "tokens" and self.token_vocab < 1:
+            raise ValueError("LatentActionConfig.input='tokens' needs token_vocab = the tokenizer's num_codes "
+                             "(training/train.py links it when left at 0 in a run's model overrides)")
 
 
 @dataclass
@@ -151,6 +164,10 @@ class GenieConfig:
             problems.append(f"dynamics.action_dim {d.action_dim} != LAM code_dim {a.quantizer.code_dim}")
         if tuple(t.resolution) != tuple(a.resolution):
             problems.append(f"tokenizer resolution {t.resolution} != LAM resolution {a.resolution}")
+        if a.input == "tokens" and a.patch != t.patch:
+            problems.append(f"token-input LAM patch {a.patch} != tokenizer patch {t.patch} (it reads the tokenizer's grid)")
+        if a.input == "tokens" and a.token_vocab != t.quantizer.num_codes:
+            problems.append(f"LAM token_vocab {a.token_vocab} != tokenizer codes {t.quantizer.num_codes}")
         if problems:
             raise ValueError("inconsistent GenieConfig: " + "; ".join(problems) + " (build it with link_dynamics)")
 
@@ -247,11 +264,13 @@ def _st_params(c: TransformerConfig, num_tokens: int) -> int:
     return num_tokens * M + M + c.depth * block + 2 * M  # spatial positions, time gain, blocks, final norm
 
 
-def _st_flops(c: TransformerConfig, num_tokens: int, keys: int) -> int:
-    """Forward FLOPs for one frame of `num_tokens` tokens whose temporal attention sees `keys` frames."""
+def _st_flops(c: TransformerConfig, num_tokens: int, keys: int, attention: str = "st") -> int:
+    """Forward FLOPs for one frame of `num_tokens` tokens whose temporal attention sees `keys` frames
+    (`attention` "spatial": the second attention sees N keys; "full": N * keys)."""
     M, F, N = c.width, c.ffn_width, num_tokens
     linear = 2 * N * (4 * M * M + 4 * M * M + 2 * M * F)  # spatial qkv+out, temporal qkv+out, FFN
-    attn = 2 * 2 * N * N * M + 2 * 2 * N * keys * M  # spatial scores+values, temporal scores+values
+    second = {"st": keys, "spatial": N, "full": N * keys}[attention]  # keys of the second attention
+    attn = 2 * 2 * N * N * M + 2 * 2 * N * second * M  # spatial scores+values, temporal scores+values
     return c.depth * (linear + attn)
 
 
@@ -288,19 +307,23 @@ def model_cost(cfg: GenieConfig, frames: int | None = None) -> dict[str, Any]:
         + tq.code_dim * Md + Md + _st_params(t.decoder, Nt) + Md * pix_t + pix_t
     )
     keys_t = min(frames or t.context, t.context)
-    tok_enc = 2 * Nt * (pix_t * Me + Me * tq.code_dim + tq.code_dim * tq.num_codes) + _st_flops(t.encoder, Nt, keys_t)
-    tok_dec = 2 * Nt * (tq.code_dim * Md + Md * pix_t) + _st_flops(t.decoder, Nt, keys_t)
+    tok_enc = (2 * Nt * (pix_t * Me + Me * tq.code_dim + tq.code_dim * tq.num_codes)
+               + _st_flops(t.encoder, Nt, keys_t, t.attention))
+    tok_dec = 2 * Nt * (tq.code_dim * Md + Md * pix_t) + _st_flops(t.decoder, Nt, keys_t, t.attention)
 
     Mae, Mad = a.encoder.width, a.decoder.width
+    pixels = a.input == "pixels"  # "tokens": embedding tables (V rows, no matmul) instead of patch linears
+    enc_in = pix_a * Mae + Mae if pixels else a.token_vocab * Mae
+    dec_in = pix_a * Mad + Mad if pixels else a.token_vocab * Mad
     lam_params = (
-        pix_a * Mae + Mae + Mae + _st_params(a.encoder, Na + 1) + Mae * aq.code_dim + aq.code_dim
-        + _vq_params(aq) + pix_a * Mad + Mad + aq.code_dim * Mad + Mad + _st_params(a.decoder, Na)
+        enc_in + Mae + _st_params(a.encoder, Na + 1) + Mae * aq.code_dim + aq.code_dim
+        + _vq_params(aq) + dec_in + aq.code_dim * Mad + Mad + _st_params(a.decoder, Na)
         + Mad * pix_a + pix_a
     )
     keys_a = min(frames or a.context, a.context)
-    lam_enc = (2 * Na * pix_a * Mae + 2 * (Mae * aq.code_dim + aq.code_dim * aq.num_codes)
+    lam_enc = (2 * Na * pix_a * Mae * pixels + 2 * (Mae * aq.code_dim + aq.code_dim * aq.num_codes)
                + _st_flops(a.encoder, Na + 1, keys_a))
-    lam_dec = 2 * Na * (pix_a * Mad + Mad * pix_a) + 2 * aq.code_dim * Mad + _st_flops(a.decoder, Na, keys_a)
+    lam_dec = 2 * Na * (pix_a * Mad * pixels + Mad * pix_a) + 2 * aq.code_dim * Mad + _st_flops(a.decoder, Na, keys_a)
 
     M = d.transformer.width
     dyn_params = (d.vocab_size + 1) * M + d.action_dim * M + M + _st_params(d.transformer, Nd) + M * d.vocab_size + d.vocab_size

@@ -17,8 +17,17 @@ codes; and `loss` logs `action_sensitivity`, the decoder's MSE with the batch's 
 divided by its MSE with the true actions. A healthy LAM is well above 1; a value near 1 means the
 action carries no information (stop and look at the codebook usage).
 
+Input ablation (Genie, Table 2), `cfg.input`:
+  "pixels"  (default, the paper's choice) patches of the frames, linearly embedded;
+  "tokens"  the frozen tokenizer's token ids, embedded by a table, on the tokenizer's grid (so
+            `cfg.patch` = the tokenizer's patch). The decoder still predicts next-frame pixels with the
+            same MSE, so the two variants differ only in what the LAM sees. The tokens come from
+            `tokens_BTN` (Genie.dynamics_loss passes the ones it computed) or from the tokenizer given
+            to `attach_tokenizer` (Genie does it), so `infer_actions(frames)` keeps its signature.
+            The runtime's ONNX `lam_encoder` graph reads pixels and supports only "pixels".
+
 Convention (shared with the dynamics model): actions_BT1[:, t] is the transition x_t -> x_{t+1}.
-Shapes: B batch, T frames, N patches per frame, P pixel values per patch, M width, D code dim.
+Shapes: B batch, T frames, N patches (or tokens) per frame, P pixel values per patch, M width, D code dim.
 """
 
 from __future__ import annotations
@@ -36,32 +45,69 @@ from .tokenizer import start_at_zero, check_frames, patchify, to_float
 class LatentActionModel(nn.Module):
     def __init__(self, cfg: LatentActionConfig):
         super().__init__()
-        if cfg.input != "pixels":
-            raise NotImplementedError(
-                f"LatentActionConfig.input={cfg.input!r}: only 'pixels' is implemented (the paper's choice); "
-                "'tokens' is the planned ablation"
-            )
         self.cfg = cfg
+        self.tokenizer = None  # input="tokens": see attach_tokenizer (a reference, not a sub-module)
         P, N = cfg.patch * cfg.patch * 3, cfg.num_tokens
         enc, dec, D = cfg.encoder, cfg.decoder, cfg.quantizer.code_dim
         # The input embedding is the one thing the "tokens" ablation swaps (pixels -> token embeddings).
-        self.patch_embed = nn.Linear(P, enc.width)
+        pixels = cfg.input == "pixels"
+        if pixels:
+            self.patch_embed = nn.Linear(P, enc.width)
+        else:
+            self.token_embed = nn.Embedding(cfg.token_vocab, enc.width)
         self.action_query = nn.Parameter(torch.randn(enc.width) * 0.02)
         self.encoder = STTransformer(enc, N + 1, cfg.context, cfg.random_time_offset)
         self.to_action = nn.Linear(enc.width, D)
         self.vq = VectorQuantizer(cfg.quantizer)
-        self.dec_patch_embed = nn.Linear(P, dec.width)
+        if pixels:
+            self.dec_patch_embed = nn.Linear(P, dec.width)
+        else:
+            self.dec_token_embed = nn.Embedding(cfg.token_vocab, dec.width)
         self.action_embed = nn.Linear(D, dec.width)
         self.decoder = STTransformer(dec, N, cfg.context, cfg.random_time_offset)
         self.to_pixels = nn.Linear(dec.width, P)
         self.apply(init_weights)
 
-    def _inputs(self, frames_BTHW3: Tensor) -> Tensor:
-        return patchify(to_float(frames_BTHW3), self.cfg.patch)
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("patch_embed", "dec_patch_embed"):  # what the runtime's lam_encoder graph reads
+                raise NotImplementedError(
+                    f"this latent action model reads tokenizer tokens (input={self.cfg.input!r}): the runtime's "
+                    "ONNX lam_encoder graph and export support only input='pixels'; use the torch model "
+                    "(LatentActionModel.infer_actions, genie.Rollout)"
+                ) from None
+            raise
+
+    def attach_tokenizer(self, tokenizer: nn.Module) -> None:
+        """input="tokens": the (frozen) tokenizer whose `encode` gives the tokens when a caller passes
+        frames only. Kept outside the module tree: its weights belong to the tokenizer, not the LAM."""
+        object.__setattr__(self, "tokenizer", tokenizer)
+
+    def _inputs(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> Tensor:
+        """What the encoder and decoder read: pixel patches (B, T, N, P) or token ids (B, T, N) int64."""
+        if self.cfg.input == "pixels":
+            return patchify(to_float(frames_BTHW3), self.cfg.patch)
+        if tokens_BTN is None:
+            if self.tokenizer is None:
+                raise ValueError("LatentActionModel(input='tokens') needs tokenizer tokens: pass "
+                                 "tokens_BTN=tokenizer.encode(frames), or attach_tokenizer(tokenizer) first")
+            tokens_BTN = self.tokenizer.encode(frames_BTHW3)
+        B, T = frames_BTHW3.shape[:2]
+        if tuple(tokens_BTN.shape) != (B, T, self.cfg.num_tokens):
+            raise ValueError(f"expected tokens (B, T, N) = {(B, T, self.cfg.num_tokens)} for these frames, "
+                             f"got {tuple(tokens_BTN.shape)}")
+        return tokens_BTN
+
+    def _embed(self, x: Tensor, decoder: bool = False) -> Tensor:
+        if self.cfg.input == "pixels":
+            return (self.dec_patch_embed if decoder else self.patch_embed)(x)
+        return (self.dec_token_embed if decoder else self.token_embed)(x)
 
     def _latents(self, x_BTNP: Tensor, t0_B: Tensor | None = None) -> Tensor:
         """Continuous latent actions z (B, T-1, D); z[:, t] is read at frame t+1, sees frames <= t+1."""
-        h_BTNM = self.patch_embed(x_BTNP)
+        h_BTNM = self._embed(x_BTNP)
         B, T, _, M = h_BTNM.shape
         query_BT1M = self.action_query.to(h_BTNM.dtype).expand(B, T, 1, M)
         y_BTNM = self.encoder(torch.cat([query_BT1M, h_BTNM], dim=2), t0_B)
@@ -69,18 +115,20 @@ class LatentActionModel(nn.Module):
 
     def _predict_next(self, x_BTNP: Tensor, aq_BT1D: Tensor) -> Tensor:
         """Predicted patches of frames 1..T-1 from frames 0..T-2 and actions (slot t: x_t + a_t)."""
-        h = self.dec_patch_embed(x_BTNP[:, :-1]) + self.action_embed(aq_BT1D)[:, :, None, :]
+        h = self._embed(x_BTNP[:, :-1], decoder=True) + self.action_embed(aq_BT1D)[:, :, None, :]
         return self.to_pixels(self.decoder(h))
 
-    def forward(self, frames_BTHW3: Tensor) -> tuple[Tensor, dict[str, float], Tensor]:
-        """-> (loss, metrics, actions_BT1). Used by `loss` and by Genie.dynamics_loss (stage 2)."""
+    def forward(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+        """-> (loss, metrics, actions_BT1). Used by `loss` and by Genie.dynamics_loss (stage 2).
+        `tokens_BTN`: the tokenizer's tokens of the frames (input="tokens"; ignored for pixels)."""
         check_frames(frames_BTHW3, self.cfg.resolution, "LatentActionModel", min_frames=2)
-        x_BTNP = self._inputs(frames_BTHW3)
+        x_BTNP = self._inputs(frames_BTHW3, tokens_BTN)
         z_BT1D = self._latents(x_BTNP)
         B, T1, D = z_BT1D.shape
         aq_LD, actions_L, vq_loss, vq_metrics = self.vq(z_BT1D.reshape(B * T1, D))
         aq_BT1D = aq_LD.view(B, T1, D)
-        target_BTNP = x_BTNP[:, 1:]
+        pixels_BTNP = x_BTNP if self.cfg.input == "pixels" else patchify(to_float(frames_BTHW3), self.cfg.patch)
+        target_BTNP = pixels_BTNP[:, 1:]
         mse = F.mse_loss(self._predict_next(x_BTNP, aq_BT1D).float(), target_BTNP)
         loss = mse + vq_loss
         metrics = dict(zip(["loss", "mse", "vq_loss"], torch.stack([loss.detach(), mse.detach(), vq_loss.detach()]).tolist()))
@@ -92,16 +140,16 @@ class LatentActionModel(nn.Module):
             metrics["action_sensitivity"] = mse_shuffled.item() / max(mse.item(), 1e-12)
         return loss, metrics, actions_L.view(B, T1)
 
-    def loss(self, frames_BTHW3: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """Next-frame MSE (on [-1, 1] pixels) + VQ loss."""
-        loss, metrics, _ = self(frames_BTHW3)
+        loss, metrics, _ = self(frames_BTHW3, tokens_BTN)
         return loss, metrics
 
     @torch.no_grad()
-    def infer_actions(self, frames_BTHW3: Tensor) -> Tensor:
+    def infer_actions(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> Tensor:
         """uint8 (B, T, H, W, 3) -> actions (B, T-1) int64 in [0, |A|); [:, t] labels x_t -> x_{t+1}."""
         check_frames(frames_BTHW3, self.cfg.resolution, "LatentActionModel.infer_actions", min_frames=2)
-        x_BTNP = self._inputs(frames_BTHW3)
+        x_BTNP = self._inputs(frames_BTHW3, tokens_BTN)
         return self.vq.quantize(self._latents(x_BTNP, start_at_zero(x_BTNP)))
 
     def action_embeddings(self) -> Tensor:

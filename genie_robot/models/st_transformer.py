@@ -29,6 +29,15 @@ t mod period exactly (no jump at wrap-around), and training at a random absolute
 (`random_time_offset`) makes every position in-distribution: frame 1000 of a rollout looks like
 frame 3 of a training clip, and the model can only use relative time.
 
+Tokenizer ablation (Genie, Table 3): `attention` chooses what the second attention layer of each
+block sees; everything else (parameters, positions, FFN) is shared, so the variants differ only in
+that key set:
+    "st"      (ST-ViViT, default) the same token position in this and earlier frames (STBlock)
+    "spatial" (ViT)  the tokens of its own frame again: no information crosses frames (FrameBlock)
+    "full"    (C-ViViT) every token of this and earlier frames, causal by frame (FrameBlock)
+The variants stream with `step` too (a ViT needs no cache; C-ViViT reads all N tokens of each cached
+frame, in the same cache tensor). The runtime's ONNX step graphs implement only "st".
+
 Shapes: B batch, T frames, N tokens per frame, M width, S = B*N (or B*T) attention sequences,
 H heads, C = window (cache slots), Dh head dim.
 """
@@ -42,6 +51,7 @@ from torch import Tensor, nn
 from .configs import TransformerConfig
 
 TIME_PERIOD = 1024  # frames; the temporal encoding repeats exactly after this many
+ATTENTIONS = ("st", "spatial", "full")  # ST-ViViT, ViT, C-ViViT
 
 
 def init_weights(module: nn.Module) -> None:
@@ -115,15 +125,83 @@ class STBlock(nn.Module):
         return x + self.ffn(self.norm_f(x)), kv_2SHCD
 
 
+class FrameBlock(nn.Module):
+    """The tokenizer-ablation block: spatial attention -> a second attention -> FFN, where the second
+    attention sees the tokens of its own frame again (`attention="spatial"`, ViT) or every token of
+    this and earlier frames (`attention="full"`, C-ViViT; causal by frame, full within a frame).
+    Same parameters as STBlock; only the second layer's key set differs (`norm_2`, `attn_2`)."""
+
+    def __init__(self, c: TransformerConfig, attention: str):
+        super().__init__()
+        if attention not in ("spatial", "full"):
+            raise ValueError(f"FrameBlock attention must be 'spatial' or 'full', got {attention!r}")
+        M = c.width
+        self.attention = attention
+        self.norm_s, self.spatial = nn.LayerNorm(M), Attention(M, c.heads)
+        self.norm_2, self.attn_2 = nn.LayerNorm(M), Attention(M, c.heads)
+        self.norm_f = nn.LayerNorm(M)
+        self.ffn = nn.Sequential(nn.Linear(M, c.ffn_width), nn.GELU(), nn.Linear(c.ffn_width, M))
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("temporal", "norm_t"):  # what the runtime's cached step (genie_robot/runtime) reads
+                raise NotImplementedError(
+                    f"this tokenizer uses attention={self.attention!r} "
+                    f"({'ViT' if self.attention == 'spatial' else 'C-ViViT'}): the runtime's KV-cached step "
+                    "graphs and ONNX export support only the ST-ViViT tokenizer (attention='st'); run this "
+                    "variant with the torch modules (VideoTokenizer.encode_step/decode_step, genie.Rollout)"
+                ) from None
+            raise
+
+    def forward(self, x_BTNM: Tensor, mask_LL: Tensor | None) -> Tensor:
+        """`mask_LL`: (T*N, T*N) bool for "full" (see STTransformer.forward), unused for "spatial"."""
+        B, T, N, M = x_BTNM.shape
+        x = x_BTNM + self.spatial(self.norm_s(x_BTNM).reshape(B * T, N, M)).view(B, T, N, M)
+        if self.attention == "spatial":
+            x = x + self.attn_2(self.norm_2(x).reshape(B * T, N, M)).view(B, T, N, M)
+        else:
+            x = x + self.attn_2(self.norm_2(x).reshape(B, T * N, M), mask=mask_LL).view(B, T, N, M)
+        return x + self.ffn(self.norm_f(x))
+
+    def step(self, x_BNM: Tensor, kv_2SHCD: Tensor, slot: Tensor, valid_111C: Tensor,
+             inplace: bool) -> tuple[Tensor, Tensor]:
+        """One frame. "spatial" ignores the cache; "full" keeps the K/V of all N tokens per frame in the
+        same (2, B*N, H, C, Dh) layout as STBlock and attends over all N*C of them."""
+        B, N, M = x_BNM.shape
+        x = x_BNM + self.spatial(self.norm_s(x_BNM))
+        if self.attention == "spatial":
+            x = x + self.attn_2(self.norm_2(x))
+            return x + self.ffn(self.norm_f(x)), kv_2SHCD
+        q_BHND, k, v = self.attn_2.project(self.norm_2(x))  # each (B, H, N, Dh)
+        H, Dh = q_BHND.shape[1], q_BHND.shape[3]
+        new_2SH1D = torch.stack((k, v)).transpose(2, 3).reshape(2, B * N, H, 1, Dh).to(kv_2SHCD.dtype)
+        if inplace:
+            kv_2SHCD = kv_2SHCD.index_copy_(3, slot, new_2SH1D)
+        else:
+            kv_2SHCD = kv_2SHCD.index_copy(3, slot, new_2SH1D)
+        C = kv_2SHCD.shape[3]
+        # (2, B*N, H, C, Dh) -> (2, B, H, C*N, Dh): key (c, n) is token n of the frame in slot c
+        kv_2BHLD = kv_2SHCD.view(2, B, N, H, C, Dh).permute(0, 1, 3, 4, 2, 5).reshape(2, B, H, C * N, Dh)
+        valid_111L = valid_111C[..., None].expand(1, 1, 1, C, N).reshape(1, 1, 1, C * N)
+        y = F.scaled_dot_product_attention(q_BHND, kv_2BHLD[0].to(q_BHND.dtype), kv_2BHLD[1].to(q_BHND.dtype),
+                                           attn_mask=valid_111L)
+        x = x + self.attn_2.merge(y)
+        return x + self.ffn(self.norm_f(x)), kv_2SHCD
+
+
 class STTransformer(nn.Module):
     """x_BTNM (already embedded tokens) -> y_BTNM, causal in time, final LayerNorm applied."""
 
     def __init__(self, cfg: TransformerConfig, num_tokens: int, window: int,
-                 random_time_offset: bool = True, time_period: int = TIME_PERIOD):
+                 random_time_offset: bool = True, time_period: int = TIME_PERIOD, attention: str = "st"):
         super().__init__()
         if cfg.width % 2:
             raise ValueError(f"ST-Transformer width must be even (sin/cos time encoding), got {cfg.width}")
-        self.cfg, self.num_tokens, self.window = cfg, num_tokens, window
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS} (ST-ViViT, ViT, C-ViViT), got {attention!r}")
+        self.cfg, self.num_tokens, self.window, self.attention = cfg, num_tokens, window, attention
         # wide models get a longer period so that their M/2 frequencies stay distinct and un-aliased
         self.random_time_offset, self.time_period = random_time_offset, max(time_period, 2 * cfg.width)
         self.spatial_pos = nn.Parameter(torch.randn(num_tokens, cfg.width) * 0.02)
@@ -131,7 +209,8 @@ class STTransformer(nn.Module):
         # learned per-channel gain on the fixed sinusoid; starts as small as the learned spatial
         # embedding, because unit-amplitude time features swamp the (small at init) content early on
         self.time_scale = nn.Parameter(torch.full((cfg.width,), 0.02))
-        self.blocks = nn.ModuleList(STBlock(cfg) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(STBlock(cfg) if attention == "st" else FrameBlock(cfg, attention)
+                                    for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(cfg.width)
 
     def time_embedding(self, t: Tensor) -> Tensor:
@@ -154,7 +233,13 @@ class STTransformer(nn.Module):
         # the residual stream stays in the parameters' dtype (fp32 under autocast)
         dtype = self.spatial_pos.dtype
         x = x_BTNM.to(dtype) + self.spatial_pos + self.time_embedding(t_BT)[:, :, None, :].to(dtype)
-        mask = None if T <= self.window else _banded_causal_mask(T, self.window, device)
+        if self.attention == "st":
+            mask = None if T <= self.window else _banded_causal_mask(T, self.window, device)
+        elif self.attention == "full":  # token (t, n) attends (t', n') for t - window < t' <= t, any n'
+            mask_TT = _banded_causal_mask(T, self.window, device)
+            mask = mask_TT[:, None, :, None].expand(T, N, T, N).reshape(T * N, T * N)
+        else:
+            mask = None
         for block in self.blocks:
             x = block(x, mask)
         return self.norm_out(x)

@@ -6,6 +6,10 @@ Both transformers are causal in time, so the tokens of frame t depend only on fr
 pixels decoded for frame t only on tokens 1..t. That makes streaming possible: `encode_step` /
 `decode_step` process one new frame with a KV cache (see st_transformer.py).
 
+`TokenizerConfig.attention` swaps the ST-ViViT blocks for the ablation's ViT ("spatial": frames are
+tokenized independently) or C-ViViT ("full": causal space-time attention) with the same parameters;
+see st_transformer.py and docs/ablations.md.
+
 Frames cross the boundary as uint8 RGB, channels last; inside, pixels are floats in [-1, 1].
 Shapes: B batch, T frames, H, W pixels, N = (H/p)*(W/p) tokens per frame, P = p*p*3 pixel values
 per patch, M width, D code dim.
@@ -79,11 +83,11 @@ class VideoTokenizer(nn.Module):
         P, N = cfg.patch * cfg.patch * 3, cfg.num_tokens
         enc, dec, D = cfg.encoder, cfg.decoder, cfg.quantizer.code_dim
         self.patch_embed = nn.Linear(P, enc.width)
-        self.encoder = STTransformer(enc, N, cfg.context, cfg.random_time_offset)
+        self.encoder = STTransformer(enc, N, cfg.context, cfg.random_time_offset, attention=cfg.attention)
         self.to_code = nn.Linear(enc.width, D)
         self.vq = VectorQuantizer(cfg.quantizer)
         self.from_code = nn.Linear(D, dec.width)
-        self.decoder = STTransformer(dec, N, cfg.context, cfg.random_time_offset)
+        self.decoder = STTransformer(dec, N, cfg.context, cfg.random_time_offset, attention=cfg.attention)
         self.to_pixels = nn.Linear(dec.width, P)
         self.apply(init_weights)
 

@@ -1,0 +1,194 @@
+"""The ablation variants (docs/ablations.md): ViT / C-ViViT tokenizers and the token-input LAM.
+
+What each variant promises: the attention pattern it names (ViT: no information across frames;
+C-ViViT: a token sees other positions of earlier frames, which ST-ViViT's temporal layer does not),
+causality, streaming == whole clip, a clear error in the runtime's cached path, the same parameter
+count as ST-ViViT, old config dicts still loading, and the token LAM reading tokens and learning.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from genie_robot.models import Genie, GenieConfig, VideoTokenizer, model_cost, preset
+from genie_robot.models.latent_actions import LatentActionModel
+from genie_robot.models.st_transformer import STTransformer
+from genie_robot.models.configs import TransformerConfig
+
+
+def variant(attention="st", lam_input="pixels") -> GenieConfig:
+    d = preset("tiny").to_dict()
+    d["tokenizer"]["attention"] = attention
+    if lam_input == "tokens":
+        d["lam"].update(input="tokens", patch=d["tokenizer"]["patch"],
+                        token_vocab=d["tokenizer"]["quantizer"]["num_codes"])
+    return GenieConfig.from_dict(d)
+
+
+def st(attention, window=4):
+    return STTransformer(TransformerConfig(16, 2, 2, 32), num_tokens=3, window=window, attention=attention).eval()
+
+
+def test_old_config_dicts_load_with_the_defaults():
+    d = preset("cpu").to_dict()
+    del d["tokenizer"]["attention"], d["lam"]["token_vocab"]
+    cfg = GenieConfig.from_dict(d)
+    assert cfg.tokenizer.attention == "st" and cfg.lam.input == "pixels" and cfg == preset("cpu")
+
+
+def test_bad_values_are_refused_with_the_options():
+    d = preset("tiny").to_dict()
+    d["tokenizer"]["attention"] = "axial"
+    with pytest.raises(ValueError, match="'st'.*'spatial'.*'full'"):
+        GenieConfig.from_dict(d)
+    d = preset("tiny").to_dict()
+    d["lam"]["input"] = "tokens"
+    with pytest.raises(ValueError, match="token_vocab"):
+        GenieConfig.from_dict(d)
+    d["lam"]["token_vocab"] = 7
+    with pytest.raises(ValueError, match="patch"):
+        GenieConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("attention", ["spatial", "full"])
+def test_variants_have_the_st_parameter_count_and_model_cost_counts_them(attention):
+    cfg = variant(attention)
+    tok = VideoTokenizer(cfg.tokenizer)
+    n = sum(p.numel() for p in tok.parameters())
+    assert n == sum(p.numel() for p in VideoTokenizer(preset("tiny").tokenizer).parameters())
+    assert model_cost(cfg)["tokenizer"]["params"] == n
+    flops = {a: model_cost(variant(a))["tokenizer"]["decode_flops_per_frame"] for a in ("st", "spatial", "full")}
+    assert flops["st"] < flops["full"]  # C-ViViT attends N * frames keys, ST-ViViT frames
+
+
+@pytest.mark.parametrize("t", [1, 2])
+def test_vit_mixes_no_frames_cvivit_sees_other_positions_of_earlier_frames(t):
+    torch.manual_seed(0)
+    models = {a: st(a) for a in ("st", "spatial", "full")}
+    x = torch.randn(2, 4, 3, 16)
+    y = {a: m(x) for a, m in models.items()}
+    x2 = x.clone()
+    x2[:, t - 1, 0] = 3 * torch.randn(2, 16)  # change position 0 of frame t-1 only
+    y2 = {a: m(x2) for a, m in models.items()}
+    for a in y:  # causal: frames before t-1 never change
+        torch.testing.assert_close(y2[a][:, : t - 1], y[a][:, : t - 1], rtol=0, atol=0)
+    # ViT: nothing after frame t-1 changes (frames are independent); the others carry it forward
+    torch.testing.assert_close(y2["spatial"][:, t:], y["spatial"][:, t:], rtol=0, atol=0)
+    assert not torch.allclose(y2["full"][:, t], y["full"][:, t])
+    assert not torch.allclose(y2["st"][:, t], y["st"][:, t])
+
+
+def test_full_attention_differs_from_st_in_what_one_layer_sees():
+    """With one block and no spatial mixing, ST-ViViT's frame t position 1 cannot see frame t-1
+    position 0; C-ViViT's can."""
+    torch.manual_seed(0)
+    m = {a: STTransformer(TransformerConfig(16, 1, 2, 32), 3, 4, attention=a).eval() for a in ("st", "full")}
+    for mod in m.values():
+        for blk in mod.blocks:
+            torch.nn.init.zeros_(blk.spatial.out.weight)  # switch spatial mixing off
+    x = torch.randn(1, 3, 3, 16)
+    x2 = x.clone()
+    x2[:, 0, 0] = 3 * torch.randn(16)
+    torch.testing.assert_close(m["st"](x2)[:, 1, 1], m["st"](x)[:, 1, 1], rtol=0, atol=0)
+    assert not torch.allclose(m["full"](x2)[:, 1, 1], m["full"](x)[:, 1, 1])
+
+
+@pytest.mark.parametrize("attention", ["spatial", "full"])
+@pytest.mark.parametrize("T", [3, 7])  # 7 slides past the window of 4
+def test_variant_cached_steps_equal_full_recompute(attention, T):
+    torch.manual_seed(0)
+    m = st(attention)
+    x = torch.randn(2, T, 3, 16)
+    full = m(x)
+    kv = m.init_cache(2)
+    for t in range(T):
+        y, kv = m.step(x[:, t], kv, t)
+        torch.testing.assert_close(y, full[:, t], rtol=1e-5, atol=1e-5)
+    y_fn, kv_fn = m.step(x[:, 0], kv.clone(), T, inplace=False)
+    y_in, _ = m.step(x[:, 0], kv, T)
+    torch.testing.assert_close(y_fn, y_in)
+
+
+@pytest.mark.parametrize("attention", ["spatial", "full"])
+def test_variant_tokenizer_streams_like_the_whole_clip_and_is_causal(attention, make_random_frames):
+    cfg = variant(attention)
+    tok = VideoTokenizer(cfg.tokenizer).eval()
+    frames = make_random_frames(cfg, B=2, T=cfg.tokenizer.context + 2)
+    tokens = tok.encode(frames)
+    pixels = tok.decode(tokens)
+    enc_kv, dec_kv = tok.init_cache(2, "encoder"), tok.init_cache(2, "decoder")
+    for t in range(frames.shape[1]):
+        tk, enc_kv = tok.encode_step(frames[:, t], enc_kv, t)
+        px, dec_kv = tok.decode_step(tokens[:, t], dec_kv, t)
+        assert (tk != tokens[:, t]).float().mean() <= 0.02  # fp ties in the argmax at most
+        assert (px.int() - pixels[:, t].int()).abs().max() <= 1
+    later = frames.clone()
+    later[:, 3:] = make_random_frames(cfg, B=2, T=frames.shape[1], seed=5)[:, 3:]
+    assert torch.equal(tok.encode(later)[:, :3], tokens[:, :3])
+
+
+@pytest.mark.parametrize("attention", ["spatial", "full"])
+def test_runtime_cached_path_refuses_the_variants_clearly(attention):
+    from genie_robot.runtime.torch_backend import step_modules
+
+    cfg = variant(attention)
+    genie = Genie(cfg).eval()
+    dec = step_modules(genie)["tokenizer_decoder"]
+    kv = [torch.zeros(2, cfg.tokenizer.num_tokens, 2, cfg.tokenizer.context, 16) for _ in range(4)]
+    with pytest.raises(NotImplementedError, match="attention='st'"):
+        dec(torch.zeros(2, cfg.tokenizer.num_tokens, dtype=torch.long), kv, torch.tensor(0))
+
+
+def test_token_lam_reads_tokens_on_the_tokenizer_grid(make_random_frames):
+    cfg = variant(lam_input="tokens")
+    genie = Genie(cfg).eval()
+    lam = genie.lam
+    assert cfg.lam.grid == cfg.tokenizer.grid
+    assert model_cost(cfg)["lam"]["params"] == sum(p.numel() for p in lam.parameters())
+    assert not any(k.startswith("tokenizer") for k in lam.state_dict())  # a reference, not a copy
+    frames = make_random_frames(cfg, B=2, T=5)
+    tokens = genie.tokenizer.encode(frames)
+    acts = lam.infer_actions(frames)  # tokens from the attached tokenizer
+    assert torch.equal(acts, lam.infer_actions(frames, tokens))
+    assert acts.shape == (2, 4) and 0 <= acts.min() and acts.max() < cfg.lam.num_actions
+    # it reads only the tokens: frames with the same tokens give the same actions
+    assert torch.equal(lam.infer_actions(torch.zeros_like(frames), tokens), acts)
+    # causal: action t (x_t -> x_{t+1}) does not depend on tokens after t+1
+    other = tokens.clone()
+    other[:, 3:] = (other[:, 3:] + 1) % cfg.tokenizer.quantizer.num_codes
+    assert torch.equal(lam.infer_actions(frames, other)[:, :2], acts[:, :2])
+    with pytest.raises(ValueError, match="tokens"):
+        LatentActionModel(cfg.lam).infer_actions(frames)  # no tokenizer attached, no tokens given
+    from genie_robot.runtime.torch_backend import step_modules
+
+    with pytest.raises(NotImplementedError, match="input='pixels'"):
+        step_modules(genie)["lam_encoder"](frames[:, 0], [], torch.tensor(0))
+
+
+def test_token_lam_trains_in_stage_two_and_learns(make_video):
+    """Genie.dynamics_loss passes the tokens; the LAM's next-frame loss falls on learnable clips."""
+    torch.manual_seed(0)
+    cfg = variant(lam_input="tokens")
+    genie = Genie(cfg)
+    genie.tokenizer.requires_grad_(False).eval()
+    frames, _ = make_video(cfg, B=4, T=5)
+    opt = torch.optim.Adam([p for p in genie.parameters() if p.requires_grad], lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss, metrics = genie.dynamics_loss(frames)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else metrics["lam/mse"]
+    assert metrics["lam/mse"] < 0.5 * first
+    assert genie.lam.token_embed.weight.grad is not None
+
+
+def test_default_state_dict_is_unchanged_by_the_variant_code():
+    genie = Genie(preset("cpu"))
+    keys = list(genie.state_dict())
+    assert not any("attn_2" in k or "token_embed" in k and k.startswith("lam") for k in keys)
+    assert "lam.patch_embed.weight" in keys and "tokenizer.encoder.blocks.0.temporal.qkv.weight" in keys
+    vit = Genie(dataclasses.replace(preset("tiny"), tokenizer=dataclasses.replace(preset("tiny").tokenizer, attention="spatial")))
+    assert "tokenizer.encoder.blocks.0.attn_2.qkv.weight" in vit.state_dict()
