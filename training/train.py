@@ -264,6 +264,11 @@ def resolve_model_config(cfg: TrainConfig):
         tok, lam, dyn = d["tokenizer"], d["lam"], d["dynamics"]
         if lam["resolution"] == base["lam"]["resolution"]:
             lam["resolution"] = tok["resolution"]
+        if lam.get("input") == "tokens":  # the token-input LAM reads the tokenizer's grid and vocabulary
+            if lam["patch"] == base["lam"]["patch"]:
+                lam["patch"] = tok["patch"]
+            if lam["token_vocab"] == base["lam"]["token_vocab"]:
+                lam["token_vocab"] = tok["quantizer"]["num_codes"]
         linked = {"vocab_size": tok["quantizer"]["num_codes"],
                   "grid": [r // tok["patch"] for r in tok["resolution"]],
                   "num_actions": lam["quantizer"]["num_codes"], "action_dim": lam["quantizer"]["code_dim"]}

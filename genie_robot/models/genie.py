@@ -30,6 +30,8 @@ class Genie(nn.Module):
         self.tokenizer = VideoTokenizer(cfg.tokenizer)
         self.lam = LatentActionModel(cfg.lam)
         self.dynamics = DynamicsModel(cfg.dynamics)
+        if cfg.lam.input == "tokens":  # the token-input LAM ablation reads this tokenizer's tokens
+            self.lam.attach_tokenizer(self.tokenizer)
 
     def dynamics_loss(self, frames_BTHW3: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Stage 2: LAM loss + dynamics loss. The tokenizer is frozen (its tokens carry no gradient).
@@ -37,7 +39,7 @@ class Genie(nn.Module):
         Metrics are prefixed "lam/" and "dynamics/"; "loss" is the sum.
         """
         tokens_BTN = self.tokenizer.encode(frames_BTHW3)  # no_grad inside
-        lam_loss, lam_metrics, actions_BT1 = self.lam(frames_BTHW3)
+        lam_loss, lam_metrics, actions_BT1 = self.lam(frames_BTHW3, tokens_BTN)  # tokens: input="tokens" only
         dyn_loss, dyn_metrics = self.dynamics.loss(tokens_BTN, actions_BT1, self.lam.action_embeddings())
         loss = lam_loss + dyn_loss
         metrics = {"loss": loss.item()}

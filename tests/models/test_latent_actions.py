@@ -54,11 +54,6 @@ def test_decoder_prediction_of_frame_t_plus_1_ignores_later_frames_and_actions(c
     torch.testing.assert_close(lam._predict_next(x2, a2)[:, :2], pred[:, :2], rtol=0, atol=0)
 
 
-def test_tokens_input_is_reserved_for_the_ablation(cfg):
-    with pytest.raises(NotImplementedError, match="tokens"):
-        LatentActionModel(dataclasses.replace(cfg.lam, input="tokens"))
-
-
 def test_overfits_a_tiny_batch(cfg, make_video):
     """Loss falls at least 10x within 150 Adam steps (measured: ~50x)."""
     frames, _ = make_video(cfg, B=4, T=4)
