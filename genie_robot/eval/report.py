@@ -99,6 +99,63 @@ def load_clips(store_path: str, *, resolution: tuple[int, int], frames: int, spl
     return {"clips": np.stack(clips), "episodes": np.asarray(chosen), "store": store}
 
 
+def load_ood_clips(path: str, *, resolution: tuple[int, int], frames: int, episodes: int) -> np.ndarray:
+    """uint8 (B, T, H, W, 3) out-of-domain clips at the model's resolution (centre crop + INTER_AREA):
+    the first `frames` frames (or as many as the shortest chosen episode has) of up to `episodes`
+    episodes of an episode store, or the clip in an .npz file's `image` array (T, H, W, 3)."""
+    from genie_robot.data.convert.images import center_crop_resize
+    from genie_robot.data.store import EpisodeStore, StoreError
+
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "image" not in z:
+                    raise EvalError(f"--ood {path}: no 'image' array in the file (found {sorted(z.files)})")
+                videos = [np.asarray(z["image"])]
+        except (OSError, ValueError) as exc:
+            raise EvalError(f"--ood {path}: not a readable .npz ({exc})") from None
+    else:
+        try:
+            store = EpisodeStore.open(path)
+        except (StoreError, OSError) as exc:
+            raise EvalError(f"--ood {path}: {exc} (pass an episode store or an .npz with an 'image' array)") from None
+        videos = [store.frames(*store.episode_bounds(e)) for e in range(min(episodes, store.num_episodes))]
+    v0 = videos[0]
+    if v0.dtype != np.uint8 or v0.ndim != 4 or v0.shape[-1] != 3:
+        raise EvalError(f"--ood {path}: expected uint8 (T, H, W, 3) frames, got {v0.dtype} {v0.shape}")
+    T = min(frames, *(len(v) for v in videos))
+    if T < 2:
+        raise EvalError(f"--ood {path}: episodes have fewer than 2 frames")
+    return np.stack([[center_crop_resize(f, resolution) for f in v[:T]] for v in videos])
+
+
+def evaluate_ood(genie, name: str, clips_BTHW3: np.ndarray, out: Path, *, seed: int = 0, show: int = 3) -> dict:
+    """Tokenizer reconstruction and rollouts from the first frame on out-of-domain clips;
+    writes ood_<name>.png (rows: real | reconstruction | inferred actions | random actions) and .gif."""
+    import torch
+
+    from genie_robot.data.preview import frame_grid, save_gif, save_image, side_by_side_movie
+
+    from . import metrics as M
+
+    clips = torch.from_numpy(np.ascontiguousarray(clips_BTHW3)).to(next(genie.parameters()).device)
+    rec = M.tokenizer_reconstruction(genie.tokenizer, clips)
+    dp = M.delta_psnr(genie, clips, seed=seed)
+    B, T = clips_BTHW3.shape[:2]
+    r = {"clips": int(B), "frames": int(T), "recon/psnr": float(rec["psnr"].mean()),
+         "recon/ssim": float(rec["ssim"].mean()), "gen/psnr_inferred": float(np.mean(dp.psnr_inferred_BT[:, 1:])),
+         "gen/psnr_random": float(np.mean(dp.psnr_random_BT[:, 1:]))}
+    n, s = min(show, B), _scale(clips_BTHW3.shape[2:4])
+    videos = [clips_BTHW3[:n], rec["recon"][:n], dp.frames_inferred_BTHW3[:n], dp.frames_random_BTHW3[:n]]
+    rows, labels = [], []
+    for i in range(n):
+        rows += [v[i] for v in videos]
+        labels += [f"real {i}", f"recon {i}", f"inferred {i}", f"random {i}"]
+    save_image(frame_grid(rows, labels=labels, scale=s), out / f"ood_{name}.png")
+    save_gif(side_by_side_movie(videos, s, labels=["real", "recon", "inferred", "random"]), out / f"ood_{name}.gif", fps=4)
+    return r
+
+
 def infer_episode_actions(lam, frames_THW3: np.ndarray, context: int) -> np.ndarray:
     """Latent actions (T-1,) of a whole episode: windows of `context` frames overlapping by one frame,
     so every transition is labelled once, with at most `context` frames of history."""
@@ -201,8 +258,10 @@ def _plot_usage(usage: np.ndarray, path: Path, title: str) -> None:
 
 def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_frames: list[np.ndarray] | None = None,
              episode_actions: list[np.ndarray] | None = None, seed: int = 0, depth: int = 3, t_report: int = 4,
-             fvd: bool = False, i3d_weights: str | None = None, show: int = 4) -> dict:
+             fvd: bool = False, i3d_weights: str | None = None, show: int = 4,
+             ood: dict[str, np.ndarray] | None = None) -> dict:
     """Compute every metric and write every picture and report.md under `out_dir`.
+    `ood`: {name: uint8 (B, T, H, W, 3)} out-of-domain clips (load_ood_clips), reported beside.
 
     clips_BTHW3: uint8 real clips; episode_frames / episode_actions: whole episodes (T_e, H, W, 3) and
     their ground-truth actions (T_e, A) for the latent-action analysis (actions may be None).
@@ -299,6 +358,8 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
             results["fvd/random"] = F.fvd_from_features(real_f, F.i3d_features(dp.frames_random_BTHW3, i3d))
             results["fvd/videos"] = int(B)
 
+    if ood:
+        results["ood"] = {name: evaluate_ood(genie, name, c, out, seed=seed) for name, c in ood.items()}
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     _write_markdown(out / "report.md", results, t_report=t_report, depth=depth, nmi_table=nmi_table, fvd_note=fvd_note)
     return results
@@ -354,11 +415,27 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
             lines.append(f"| {c} | " + " | ".join(str(int(v)) for v in row) + " |")
         lines += [""]
     lines += ["## Reconstructions", "", "![reconstructions](recon.png)", ""]
+    ood = r.get("ood") or {}
+    if ood:
+        lines += ["## Out of domain (real robot video)", "",
+                  "Real clips centre-cropped and resized to the model's resolution; rollouts from the first frame.", "",
+                  "| source | clips x frames | recon PSNR (dB) | recon SSIM | gen PSNR inferred (dB) | gen PSNR random (dB) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for name, o in ood.items():
+            lines.append(f"| {name} | {o['clips']} x {o['frames']} | {o['recon/psnr']:.2f} | {o['recon/ssim']:.3f} | "
+                         f"{o['gen/psnr_inferred']:.2f} | {o['gen/psnr_random']:.2f} |")
+        lines += [""]
+        for name in ood:
+            lines += [f"### {name}", "", "Rows: real | reconstruction | inferred actions | random actions.", "",
+                      f"![{name}](ood_{name}.png)", "", f"![{name}](ood_{name}.gif)", ""]
     path.write_text("\n".join(lines))
 
 
 def _mlflow_metrics(results: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    out = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    for name, o in (results.get("ood") or {}).items():
+        out.update({f"ood/{name}/{k}": float(v) for k, v in o.items() if isinstance(v, (int, float))})
+    return out
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -371,7 +448,19 @@ def run_cli(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
         if device.type == "cpu":
             configure_cpu_threads()
-        genie, config = load_genie(args.dynamics, args.tokenizer, ema=not args.no_ema, device=device)
+        if (args.model is None) == (args.dynamics is None):
+            raise EvalError("pass a model bundle (--model DIR or --model default) or a training run (--dynamics RUN)")
+        if args.model is not None:
+            from genie_robot.runtime import bundle, default_model
+
+            try:
+                genie = bundle.load_genie(default_model.resolve(args.model))
+            except (FileNotFoundError, bundle.BundleError) as exc:
+                raise EvalError(f"--model {args.model}: {exc}") from None
+            genie = genie.to(device).requires_grad_(False)
+            config = {"train": {"val_fraction": 0.1}}  # the trainer's default split
+        else:
+            genie, config = load_genie(args.dynamics, args.tokenizer, ema=not args.no_ema, device=device)
         frames = args.frames or genie.cfg.lam.context
         val_fraction = float(config.get("train", {}).get("val_fraction", 0.1))
         data = load_clips(args.store, resolution=tuple(genie.cfg.tokenizer.resolution), frames=frames,
@@ -383,18 +472,25 @@ def run_cli(args: argparse.Namespace) -> int:
             ep_frames.append(store.frames(start, end))
             ep_actions.append(np.asarray(store.action[start:end]) if store.action is not None else None)
         out = Path(args.out)
+        ood = {}
+        for path in args.ood or []:
+            name = Path(path.rstrip("/")).stem.replace(".", "_")
+            ood[name] = load_ood_clips(path, resolution=tuple(genie.cfg.tokenizer.resolution), frames=frames,
+                                       episodes=args.episodes)
         with torch.no_grad():
             results = evaluate(genie, data["clips"], out, episode_frames=ep_frames,
                                episode_actions=ep_actions if store.action is not None else None,
-                               seed=args.seed, depth=args.depth, fvd=args.fvd, i3d_weights=args.i3d_weights)
+                               seed=args.seed, depth=args.depth, fvd=args.fvd, i3d_weights=args.i3d_weights,
+                               ood=ood)
     except EvalError as exc:
         print(f"genie-robot eval: error: {exc}", file=sys.stderr)
         return 2
 
+    source = args.dynamics if args.model is None else f"bundle:{args.model}"
     tracker = Tracker(experiment=args.experiment, run_name="eval", tracking_uri=args.tracking_uri,
-                      tags={"stage": "eval", "dynamics": str(args.dynamics), "store": str(args.store)})
+                      tags={"stage": "eval", "dynamics": str(source), "store": str(args.store)})
     try:
-        tracker.log_params({"dynamics": args.dynamics, "tokenizer": args.tokenizer or "(from dynamics)",
+        tracker.log_params({"dynamics": source, "ood": ",".join(args.ood or []), "tokenizer": args.tokenizer or "(from dynamics)",
                             "store": args.store, "split": args.split, "episodes": len(data["episodes"]),
                             "frames": frames, "seed": args.seed, "ema": not args.no_ema, "fvd": args.fvd})
         tracker.log_metrics(_mlflow_metrics(results), step=0)
@@ -418,7 +514,12 @@ def run_cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a trained Genie: metrics, pictures, report folder, MLflow",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--dynamics", required=True, metavar="RUN", help="stage-2 run dir or checkpoint dir")
+    p.add_argument("--dynamics", default=None, metavar="RUN", help="stage-2 run dir or checkpoint dir")
+    p.add_argument("--model", default=None, metavar="BUNDLE",
+                   help="evaluate a model bundle instead (`genie-robot export` output, or 'default': the shipped model)")
+    p.add_argument("--ood", action="append", metavar="PATH",
+                   help="also evaluate on out-of-domain clips: an episode store (any resolution) or an .npz with "
+                        "an 'image' array (T, H, W, 3); repeatable")
     p.add_argument("--tokenizer", default=None, metavar="RUN",
                    help="stage-1 run/checkpoint (default: the tokenizer saved with the dynamics run)")
     p.add_argument("--store", required=True, help="episode store (Zarr path or URL) at the model's resolution")

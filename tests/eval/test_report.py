@@ -109,3 +109,45 @@ def test_eval_with_fvd(trained, monkeypatch):
     assert "FVD, inferred actions (2 videos)" in (out / "report.md").read_text()
     assert cli([*args, "--out", str(d / "report_short")]) == 0  # 8 frames: too short for the I3D
     assert "FVD skipped: clips of 8 frames" in (d / "report_short" / "report.md").read_text()
+
+
+RT1_NPZ = "/work/shared/data/real/rt1_fractal_sample.npz"
+
+
+@pytest.mark.slow
+def test_eval_of_a_bundle_with_out_of_domain_clips(trained, tmp_path):
+    import os
+
+    d, store, uri = trained
+    bundle = tmp_path / "bundle"
+    assert cli(["export", "--dynamics", str(d / "dyn"), "--out", str(bundle), "--no-onnx"]) == 0
+    # a second source: a store at another resolution (resized on the way in)
+    big = _store(tmp_path / "big.zarr", episodes=2, frames=8, res=40)
+    ood = [big] + ([RT1_NPZ] if os.path.exists(RT1_NPZ) else [])
+    out = tmp_path / "report"
+    args = ["eval", "--model", str(bundle), "--store", store, "--out", str(out), "--split", "all", "--episodes", "2",
+            "--frames", "6", "--tracking-uri", uri]
+    for p in ood:
+        args += ["--ood", p]
+    assert cli(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    names = [Path(p).stem for p in ood]
+    assert sorted(m["ood"]) == sorted(names)
+    for name in names:
+        o = m["ood"][name]
+        assert o["frames"] == 6 and 0 < o["recon/psnr"] < 100 and -1 <= o["recon/ssim"] <= 1
+        assert (out / f"ood_{name}.png").is_file() and (out / f"ood_{name}.gif").is_file()
+    assert m["ood"]["big"]["clips"] == 2
+    report = (out / "report.md").read_text()
+    assert "## Out of domain" in report and "ood_big.png" in report
+
+
+def test_eval_needs_exactly_one_model_source(trained, tmp_path, capsys):
+    d, store, uri = trained
+    assert cli(["eval", "--store", store, "--out", str(tmp_path / "x"), "--tracking-uri", uri]) == 2
+    assert "--model" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, frames=np.zeros((3, 8, 8, 3), np.uint8))
+    assert cli(["eval", "--dynamics", str(d / "dyn"), "--store", store, "--out", str(tmp_path / "x"),
+                "--ood", str(bad), "--tracking-uri", uri]) == 2
+    assert "no 'image' array" in capsys.readouterr().err
