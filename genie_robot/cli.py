@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "genie_robot.eval.report",  # eval
     "genie_robot.runtime.export",  # export
     "genie_robot.play",  # play
+    "genie_robot.planning.cli",  # plan-eval, agents
     "genie_robot.rollout",  # rollout
 ]
 

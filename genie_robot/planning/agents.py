@@ -1,0 +1,570 @@
+"""`genie-robot agents`: robot policies from latent actions (Genie §3.3, LAPA-style), in the simulator.
+
+    genie-robot agents --model BUNDLE --out DIR [--labels 50,200,1000] [--seeds 3] [--maps table,mlp]
+
+1. Expert videos: the scripted push policy (genie_robot/data/sim/policy.py), always on task and always
+   toward the env's goal, on FetchPush at the model's resolution.
+2. Latent labels: the frozen LAM of the world model labels every transition (`WorldModel.infer_actions`).
+   Only latent actions are used here; the simulator's actions are not.
+3. Latent policy: a small CNN, observation (camera frame + goal xy) -> latent action, behaviour cloning
+   on the LAM labels (cross-entropy).
+4. Latent -> robot action map from a SMALL labelled set of N (observation, latent, robot action)
+   samples, the only place the ground-truth actions enter: "table" = the mean robot action of each
+   latent, "mlp" = a small MLP on (one-hot latent, the latent policy's frozen features).
+5. Closed loop on the push task: the combined policy (argmax latent -> map) against an oracle
+   behaviour-cloning policy (the same CNN trained on ALL ground-truth actions, the upper bound), a random
+   policy (uniform actions, the lower bound) and the scripted expert itself. Success = block within
+   5 cm of the goal at the end (Fetch's own threshold); final block-goal distance in metres.
+
+The goal is hidden in the images (scene.py), so every learned policy gets the goal's xy as an input.
+All learned policies are trained with --seeds seeds (network init, label subset); evaluation episodes
+are the same for every policy. Success rates carry 95% Wilson intervals over all seeds' episodes,
+distances 95% bootstrap intervals.
+
+--out gets report.md, metrics.json, success.png (success vs labels, Figure-15 style), distance.png,
+latent_actions.png (what each latent means in robot actions), episodes.gif (closed-loop episodes);
+the same go to MLflow (training/tracking.py), artifacts under `agents/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ARTIFACT_DIR = "agents"
+SUCCESS_M = 0.05  # FetchPush's distance_threshold
+TABLE_XY = np.array([1.3, 0.75])  # FetchPush: object and goal are drawn within +-0.15 m of here
+GOAL_SCALE = 0.15
+ACTION_DIMS = 3  # push blocks the fingers: only dx, dy, dz act
+MAPS = ("table", "mlp")
+
+
+# ------------------------------------------------------------------------------------ simulator
+
+
+def _expert_class():
+    from genie_robot.data.sim.policy import ScriptedPolicy
+
+    class ExpertPush(ScriptedPolicy):
+        """The scripted push policy on task only (no exploration segments) and always toward the env's goal."""
+
+        def __init__(self, spec, rng):
+            super().__init__("push", spec, rng, task_prob=1.0)
+
+        def _target_xy(self):
+            return self.goal[:2].copy()
+
+    return ExpertPush
+
+
+_scene_cache: dict = {}
+
+
+def push_scene(resolution: int):
+    from genie_robot.data.sim.scene import FetchScene
+
+    if resolution not in _scene_cache:
+        _scene_cache[resolution] = FetchScene("push", resolution)
+    return _scene_cache[resolution]
+
+
+def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames: bool = True) -> dict:
+    """One FetchPush episode. Start: env reset(seed), then the scripted warm-up move to a random pose
+    (as `genie-robot simulate` does), identical for every policy. Then `steps` steps of
+    act(frame_HW3, goal_xy_2) -> (>= 3,) action, or of the expert when act is None.
+
+    Returns rgb (steps + 1, R, R, 3) uint8 (if keep_frames), action (steps, 4) float32, goal (3,),
+    dist (steps + 1,) block-goal xy distance in metres, success, final_dist, start_dist."""
+    from genie_robot.data.sim.simulate import WARMUP_STEPS
+
+    sim = push_scene(resolution)
+    sim.reset(seed)
+    expert = _expert_class()(sim.spec, np.random.default_rng([seed, 1]))
+
+    def expert_act():
+        return expert.act(sim.grip_pos(), sim.object_pos(), sim.goal, sim.gripper_width())
+
+    for _ in range(int(expert.rng.integers(*WARMUP_STEPS))):
+        sim.step(expert_act())
+    goal = sim.goal
+    frames, actions, dist = [], [], []
+    for t in range(steps + 1):
+        frame = sim.render()
+        if keep_frames:
+            frames.append(frame)
+        dist.append(float(np.linalg.norm(sim.object_pos()[:2] - goal[:2])))
+        if t == steps:
+            break
+        if act is None:
+            a = expert_act()
+        else:
+            a = np.zeros(4, np.float32)
+            a[:ACTION_DIMS] = np.clip(np.asarray(act(frame, goal[:2]), np.float32)[:ACTION_DIMS], -1.0, 1.0)
+        actions.append(a)
+        sim.step(a)
+    return {"rgb": np.stack(frames) if keep_frames else None, "action": np.asarray(actions, np.float32),
+            "goal": goal, "dist": np.asarray(dist), "success": dist[-1] < SUCCESS_M, "final_dist": dist[-1],
+            "start_dist": dist[0]}
+
+
+def goal_feature(goal_xy) -> np.ndarray:
+    """Goal xy (metres, world) -> roughly [-1, 1] (table-centred)."""
+    return ((np.asarray(goal_xy, np.float64)[..., :2] - TABLE_XY) / GOAL_SCALE).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------- networks
+
+
+def make_policy_net(out_dim: int, resolution: int, width: int = 128):
+    """CNN over a uint8 frame (B, R, R, 3) plus the goal feature (B, 2) -> (B, out_dim).
+    `.features(...)` gives the (B, width) hidden layer the head reads (the map's input)."""
+    import torch
+    from torch import nn
+
+    class PolicyNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Sequential(
+                nn.Conv2d(3, 16, 5, 2, 2), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+                nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU(), nn.Flatten())
+            side = math.ceil(math.ceil(math.ceil(resolution / 2) / 2) / 2)
+            self.hidden = nn.Sequential(nn.Linear(32 * side * side + 2, width), nn.ReLU())
+            self.head = nn.Linear(width, out_dim)
+
+        def features(self, rgb_BHW3, goal_B2):
+            x = rgb_BHW3.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            return self.hidden(torch.cat([self.trunk(x), goal_B2], 1))
+
+        def forward(self, rgb_BHW3, goal_B2):
+            return self.head(self.features(rgb_BHW3, goal_B2))
+
+    return PolicyNet()
+
+
+def train_net(net, rgb_NHW3, goal_N2, target_N, *, loss: str, epochs: int, seed: int, batch: int = 64,
+              lr: float = 1e-3, desc: str = "train", progress: bool = True) -> list[float]:
+    """Plain Adam loop; loss "ce" (target: int latent) or "mse" (target: (N, 3) actions). Returns the
+    per-epoch mean loss."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    rgb = torch.from_numpy(np.ascontiguousarray(rgb_NHW3))
+    goal = torch.from_numpy(goal_N2)
+    target = torch.from_numpy(np.asarray(target_N))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    curve = []
+    net.train()
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=not progress):
+        perm = torch.randperm(len(rgb), generator=g)
+        total = 0.0
+        for i in range(0, len(rgb), batch):
+            idx = perm[i:i + batch]
+            out = net(rgb[idx], goal[idx])
+            l = F.cross_entropy(out, target[idx]) if loss == "ce" else F.mse_loss(out, target[idx])
+            opt.zero_grad(set_to_none=True)
+            l.backward()
+            opt.step()
+            total += float(l) * len(idx)
+        curve.append(total / len(rgb))
+    net.eval()
+    return curve
+
+
+class LatentActionMap:
+    """Latent action (+ observation features) -> robot action (3,), fitted on a few labelled samples.
+
+    "table": the mean robot action of each latent in the labelled set (latents never seen: the overall
+    mean). "mlp": a small MLP on (one-hot latent, features), weight decay against overfitting."""
+
+    def __init__(self, kind: str, num_actions: int, seed: int = 0):
+        if kind not in MAPS:
+            raise ValueError(f"unknown map {kind!r}: use one of {', '.join(MAPS)}")
+        self.kind, self.A, self.seed = kind, num_actions, seed
+        self.table_A3 = None
+        self.mlp = None
+
+    def fit(self, latent_N: np.ndarray, action_N3: np.ndarray, feat_NF: np.ndarray | None = None,
+            steps: int = 500) -> "LatentActionMap":
+        latent_N = np.asarray(latent_N, np.int64)
+        action_N3 = np.asarray(action_N3, np.float32)
+        if len(latent_N) == 0 or len(latent_N) != len(action_N3):
+            raise ValueError(f"map: need >= 1 labelled sample with one action each, got {len(latent_N)} latents "
+                             f"and {len(action_N3)} actions")
+        mean = action_N3.mean(0)
+        self.table_A3 = np.stack([action_N3[latent_N == z].mean(0) if (latent_N == z).any() else mean
+                                  for z in range(self.A)]).astype(np.float32)
+        if self.kind == "mlp":
+            import torch
+            from torch import nn
+
+            torch.manual_seed(self.seed)
+            x = torch.from_numpy(self._inputs(latent_N, feat_NF))
+            y = torch.from_numpy(action_N3)
+            self.mlp = nn.Sequential(nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, action_N3.shape[1]))
+            opt = torch.optim.Adam(self.mlp.parameters(), lr=3e-3, weight_decay=1e-3)
+            for _ in range(steps):
+                loss = ((self.mlp(x) - y) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            self.mlp.eval()
+        return self
+
+    def _inputs(self, latent_N, feat_NF):
+        onehot = np.eye(self.A, dtype=np.float32)[latent_N]
+        if feat_NF is None:
+            raise ValueError("map 'mlp' needs observation features")
+        return np.concatenate([onehot, np.asarray(feat_NF, np.float32)], 1)
+
+    def __call__(self, latent_N: np.ndarray, feat_NF: np.ndarray | None = None) -> np.ndarray:
+        latent_N = np.asarray(latent_N, np.int64)
+        if self.kind == "table":
+            return self.table_A3[latent_N]
+        import torch
+
+        with torch.no_grad():
+            return self.mlp(torch.from_numpy(self._inputs(latent_N, feat_NF))).numpy()
+
+
+# ------------------------------------------------------------------------------------ experiment
+
+
+def collect_expert(episodes: int, steps: int, resolution: int, seed: int, progress: bool = True) -> list[dict]:
+    from tqdm import tqdm
+
+    return [run_episode(seed + k, steps, resolution) for k in
+            tqdm(range(episodes), desc="expert episodes", unit="ep", disable=not progress)]
+
+
+def label_latents(wm, episodes: list[dict]) -> np.ndarray:
+    """(E, steps) latent actions the frozen LAM infers from the expert videos (one batched call)."""
+    video = np.stack([e["rgb"] for e in episodes])
+    return wm.infer_actions(video)
+
+
+def _flatten(episodes, latents_ET):
+    rgb = np.concatenate([e["rgb"][:-1] for e in episodes])
+    goal = np.concatenate([np.repeat(goal_feature(e["goal"])[None], len(e["action"]), 0) for e in episodes])
+    action = np.concatenate([e["action"][:, :ACTION_DIMS] for e in episodes])
+    return rgb, goal, action, latents_ET.reshape(-1)
+
+
+def _features(net, rgb, goal, batch: int = 512) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([net.features(torch.from_numpy(np.ascontiguousarray(rgb[i:i + batch])),
+                                            torch.from_numpy(goal[i:i + batch])).numpy()
+                               for i in range(0, len(rgb), batch)])
+
+
+def _predict(net, rgb, goal, batch: int = 512) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([net(torch.from_numpy(np.ascontiguousarray(rgb[i:i + batch])),
+                                   torch.from_numpy(goal[i:i + batch])).numpy() for i in range(0, len(rgb), batch)])
+
+
+def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ...] = MAPS, expert_episodes: int = 60,
+                   eval_episodes: int = 20, steps: int = 80, epochs: int = 15, seed: int = 6000,
+                   gif_episodes: int = 2, progress: bool = True) -> dict:
+    """The whole experiment on one world model; returns metrics, per-episode results and pictures' data."""
+    import torch
+    from tqdm import tqdm
+
+    H, W = wm.resolution
+    if H != W:
+        raise ValueError(f"the simulator renders square frames; this model is {W}x{H}")
+    for name, v in (("seeds", seeds), ("expert_episodes", expert_episodes), ("eval_episodes", eval_episodes),
+                    ("steps", steps), ("epochs", epochs)):
+        if v < 1:
+            raise ValueError(f"{name} must be at least 1, got {v}")
+    if expert_episodes < 2:
+        raise ValueError("expert_episodes must be at least 2 (one held out to measure the policies)")
+    if not labels or any(n < 1 for n in labels):
+        raise ValueError(f"labels must be positive sample counts, e.g. 50,200,1000; got {labels}")
+    for m in maps:
+        if m not in MAPS:
+            raise ValueError(f"unknown map {m!r}: use one of {', '.join(MAPS)}")
+    A, R = wm.num_actions, H
+    timings = {}
+    t0 = time.perf_counter()
+    expert = collect_expert(expert_episodes, steps, R, seed, progress)
+    timings["simulate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    latents_ET = label_latents(wm, expert)
+    timings["label_s"] = time.perf_counter() - t0
+    n_val = max(1, expert_episodes // 10)
+    train_eps, val_eps = expert[:-n_val], expert[-n_val:]
+    rgb, goal, action, latent = _flatten(train_eps, latents_ET[:-n_val])
+    v_rgb, v_goal, v_action, v_latent = _flatten(val_eps, latents_ET[-n_val:])
+    pool = len(latent)
+    too_many = [n for n in labels if n > pool]
+    if too_many:
+        raise ValueError(f"--labels {too_many} exceed the {pool} labelled expert transitions available; "
+                         "raise --expert-episodes or --steps")
+    usage = np.bincount(latents_ET.ravel(), minlength=A) / latents_ET.size
+    overall_table = LatentActionMap("table", A).fit(latent, action).table_A3  # for the picture only
+
+    eval_seeds = [seed + 100_000 + k for k in range(eval_episodes)]
+    results: dict[str, list[dict]] = {}
+    gifs: dict[str, list[np.ndarray]] = {}
+    diag: dict[str, list[float]] = {}
+
+    def evaluate_policy(name, act, gif: bool):
+        for k, s in enumerate(tqdm(eval_seeds, desc=f"eval {name}", unit="ep", leave=False, disable=not progress)):
+            keep = gif and k < gif_episodes
+            ep = run_episode(s, steps, R, act, keep_frames=keep)
+            results.setdefault(name, []).append({"seed": s, "success": bool(ep["success"]),
+                                                 "final_dist": ep["final_dist"], "start_dist": ep["start_dist"]})
+            if keep:
+                gifs.setdefault(name, []).append(ep["rgb"])
+
+    t0 = time.perf_counter()
+    evaluate_policy("expert", None, True)
+    rng_random = np.random.default_rng([seed, 3])
+    evaluate_policy("random", lambda f, g: rng_random.uniform(-1, 1, ACTION_DIMS), True)
+    torch_threads = torch.get_num_threads()
+    for s in range(seeds):
+        gif = s == 0
+        # latent policy: BC on the LAM's labels
+        lat_net = make_policy_net(A, R)
+        train_net(lat_net, rgb, goal, latent, loss="ce", epochs=epochs, seed=seed + s, desc=f"latent policy {s}",
+                  progress=progress)
+        v_pred = _predict(lat_net, v_rgb, v_goal).argmax(1)
+        diag.setdefault("latent_policy/val_accuracy", []).append(float((v_pred == v_latent).mean()))
+        feats, v_feats = _features(lat_net, rgb, goal), _features(lat_net, v_rgb, v_goal)
+        # oracle: the same network on all ground-truth actions
+        oracle = make_policy_net(ACTION_DIMS, R)
+        train_net(oracle, rgb, goal, action, loss="mse", epochs=epochs, seed=seed + s, desc=f"oracle BC {s}",
+                  progress=progress)
+        diag.setdefault("oracle/val_action_mse", []).append(
+            float(((np.clip(_predict(oracle, v_rgb, v_goal), -1, 1) - v_action) ** 2).mean()))
+        evaluate_policy("oracle BC", _net_actor(oracle), gif)
+        pick = np.random.default_rng([seed, s, 5]).permutation(pool)
+        for n in labels:
+            idx = pick[:n]  # nested subsets: 50 of the 200, 200 of the 1000, per seed
+            for kind in maps:
+                m = LatentActionMap(kind, A, seed=seed + s).fit(latent[idx], action[idx], feats[idx])
+                # decoding quality on held-out transitions, with the LAM's own labels
+                err = float(((m(v_latent, v_feats) - v_action) ** 2).mean())
+                diag.setdefault(f"latent {kind} {n}/val_action_mse", []).append(err)
+                evaluate_policy(f"latent {kind} {n}", _latent_actor(lat_net, m), gif and n == labels[len(labels) // 2])
+    timings["train_and_eval_s"] = time.perf_counter() - t0
+    torch.set_num_threads(torch_threads)
+    return {"results": results, "gifs": gifs, "diagnostics": {k: float(np.mean(v)) for k, v in diag.items()},
+            "latent_usage": usage.tolist(), "latent_table": overall_table.tolist(), "timings": timings,
+            "labelled_pool": pool, "eval_seeds": eval_seeds,
+            "expert_train_success": float(np.mean([e["success"] for e in expert]))}
+
+
+def _net_actor(net):
+    import torch
+
+    def act(frame_HW3, goal_xy):
+        with torch.no_grad():
+            return net(torch.from_numpy(frame_HW3[None]), torch.from_numpy(goal_feature(goal_xy)[None]))[0].numpy()
+
+    return act
+
+
+def _latent_actor(lat_net, amap):
+    import torch
+
+    def act(frame_HW3, goal_xy):
+        with torch.no_grad():
+            f = lat_net.features(torch.from_numpy(frame_HW3[None]), torch.from_numpy(goal_feature(goal_xy)[None]))
+            z = lat_net.head(f).argmax(1).numpy()
+        return amap(z, f.numpy())[0]
+
+    return act
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def summarize(results: dict[str, list[dict]]) -> dict[str, dict]:
+    from genie_robot.planning.stats import mean_ci, wilson
+
+    out = {}
+    for name, eps in results.items():
+        succ = sum(e["success"] for e in eps)
+        out[name] = {"success": wilson(succ, len(eps)), "final_dist": mean_ci([e["final_dist"] for e in eps]),
+                     "start_dist": mean_ci([e["start_dist"] for e in eps]), "episodes": len(eps)}
+    return out
+
+
+def _order(names, labels, maps):
+    first = [n for n in ("random", "expert") if n in names]
+    latent = [f"latent {k} {n}" for k in maps for n in labels if f"latent {k} {n}" in names]
+    return first + latent + [n for n in ("oracle BC",) if n in names]
+
+
+def write_pictures(exp: dict, summary: dict, labels, maps, out: Path, resolution: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genie_robot.data.preview import frame_grid, save_gif
+
+    for metric, fname, ylabel in (("success", "success.png", "success rate"),
+                                  ("final_dist", "distance.png", "final block-goal distance (m)")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for ref, colour in (("oracle BC", "tab:green"), ("random", "tab:red"), ("expert", "tab:grey")):
+            if ref in summary:
+                m, lo, hi = summary[ref][metric]
+                ax.axhline(m, color=colour, label=ref, ls="--")
+                ax.axhspan(lo, hi, color=colour, alpha=0.12)
+        for kind in maps:
+            pts = [(n, summary[f"latent {kind} {n}"][metric]) for n in labels if f"latent {kind} {n}" in summary]
+            if pts:
+                x = [p[0] for p in pts]
+                m = np.array([p[1] for p in pts])
+                ax.errorbar(x, m[:, 0], yerr=[m[:, 0] - m[:, 1], m[:, 2] - m[:, 0]], marker="o", capsize=3,
+                            label=f"latent policy + {kind} map")
+        ax.set_xscale("log")
+        ax.set_xticks(labels, [str(n) for n in labels])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled samples for the latent -> robot action map")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"FetchPush, {summary.get('random', {}).get('episodes', '?')} episodes per policy (95% CI)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+
+    table = np.asarray(exp["latent_table"])
+    fig, ax = plt.subplots(figsize=(6, 3))
+    A = len(table)
+    for d, name in enumerate(("dx", "dy", "dz")):
+        ax.bar(np.arange(A) + (d - 1) * 0.25, table[:, d], width=0.25, label=name)
+    ax.set_xticks(range(A), [f"{z}\n{100 * u:.0f}%" for z, u in enumerate(exp["latent_usage"])])
+    ax.set_xlabel("latent action (share of expert transitions)")
+    ax.set_ylabel("mean robot action")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "latent_actions.png", dpi=110)
+    plt.close(fig)
+
+    names = [n for n in _order(exp["gifs"], labels, maps)]
+    if names:
+        k = min(len(exp["gifs"][n]) for n in names)
+        T = exp["gifs"][names[0]][0].shape[0]
+        scale = max(1, -(-96 // resolution))
+        frames = [frame_grid(np.stack([np.stack([exp["gifs"][n][e][t] for e in range(k)]) for n in names]),
+                             labels=names, scale=scale) for t in range(0, T, 2)]
+        save_gif(np.stack(frames), out / "episodes.gif", fps=10.0)
+
+
+def write_report(exp: dict, summary: dict, params: dict, labels, maps, out: Path) -> None:
+    from genie_robot.planning.stats import fmt_ci
+
+    lines = ["# Agents from latent actions (FetchPush, closed loop)", "",
+             f"Expert videos: {params['expert_episodes']} scripted push episodes of {params['steps']} steps, "
+             f"labelled with the frozen LAM ({exp['labelled_pool']} training transitions). Latent policy and oracle: "
+             f"the same CNN (frame + goal xy), {params['epochs']} epochs. Each policy is run on the same "
+             f"{params['eval_episodes']} held-out episodes (seeds {exp['eval_seeds'][0]}..{exp['eval_seeds'][-1]}) "
+             f"per training seed ({params['seeds']} seeds). Success: block within {SUCCESS_M * 100:.0f} cm of "
+             "the goal after the last step. 95% intervals: Wilson (success), bootstrap (distance), over all "
+             "episodes of all seeds.", "",
+             "| policy | ground-truth actions used | success rate | final distance (m) | start distance (m) | episodes |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    gt = {"random": "0", "expert": "(scripted)", "oracle BC": f"all {exp['labelled_pool']}"}
+    for name in _order(summary, labels, maps):
+        s = summary[name]
+        used = gt.get(name, name.split()[-1])
+        lines.append(f"| {name} | {used} | {fmt_ci(s['success'], 2)} | {fmt_ci(s['final_dist'], 3)} | "
+                     f"{s['start_dist'][0]:.3f} | {s['episodes']} |")
+    lines += ["", "![success rate vs labels](success.png)", "", "![final distance vs labels](distance.png)", "",
+              "## Diagnostics (held-out expert transitions, mean over seeds)", "",
+              "| quantity | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(exp["diagnostics"].items())]
+    lines += [f"| scripted expert success on its own training episodes | {exp['expert_train_success']:.2f} |",
+              f"| chance accuracy of the latent policy (most frequent latent) | {max(exp['latent_usage']):.4f} |", "",
+              "`latent ... /val_action_mse` is the map's error decoding the LAM's own labels into robot actions "
+              "(mean squared error per dimension, actions in [-1, 1]); `oracle/val_action_mse` the oracle's.", "",
+              "## What the latent actions mean", "",
+              "Mean robot action of each latent over all labelled expert transitions (bar labels: share of "
+              "transitions):", "", "![latent actions](latent_actions.png)", "",
+              "Closed-loop episodes (rows: policies, columns: evaluation episodes): episodes.gif.", "",
+              f"Timings (s): {json.dumps({k: round(v, 1) for k, v in exp['timings'].items()})}", "",
+              "## Settings", "", "```", json.dumps(params, indent=1), "```"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from genie_robot.planning.evaluate import log_to_mlflow
+    from genie_robot.runtime.world_model import WorldModel
+
+    try:
+        labels = [int(x) for x in str(args.labels).split(",") if x.strip()]
+        maps = tuple(m.strip() for m in args.maps.split(",") if m.strip())
+    except ValueError:
+        print(f"genie-robot agents: error: --labels takes comma-separated integers, e.g. 50,200,1000; "
+              f"got {args.labels!r}", file=sys.stderr)
+        return 2
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads or 1))
+        wm = WorldModel.load(args.model, backend=args.backend, threads=args.threads or None)
+        params = {k: getattr(args, k) for k in ("model", "backend", "labels", "seeds", "maps", "expert_episodes",
+                                                "eval_episodes", "steps", "epochs", "seed")}
+        params["provider"] = wm.provider
+        exp = run_experiment(wm, labels=labels, seeds=args.seeds, maps=maps, expert_episodes=args.expert_episodes,
+                             eval_episodes=args.eval_episodes, steps=args.steps, epochs=args.epochs, seed=args.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"genie-robot agents: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(exp["results"])
+    write_pictures(exp, summary, labels, maps, out, wm.resolution[0])
+    write_report(exp, summary, params, labels, maps, out)
+    (out / "metrics.json").write_text(json.dumps(
+        {"params": params, "summary": summary, "diagnostics": exp["diagnostics"], "timings": exp["timings"],
+         "latent_usage": exp["latent_usage"], "latent_table": exp["latent_table"], "episodes": exp["results"]},
+        indent=1))
+    print((out / "report.md").read_text())
+    if not args.no_mlflow:
+        metrics = {}
+        for name, s in summary.items():
+            key = name.replace(" ", "_")
+            metrics.update({f"{key}/success": s["success"][0], f"{key}/success_ci_low": s["success"][1],
+                            f"{key}/success_ci_high": s["success"][2], f"{key}/final_dist": s["final_dist"][0]})
+        metrics.update({k.replace(" ", "_"): v for k, v in exp["diagnostics"].items()})
+        metrics = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+        run_id = log_to_mlflow(args.experiment, args.tracking_uri, "agents", params, metrics, out, ARTIFACT_DIR)
+        print(f"MLflow run {run_id}")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    from genie_robot.planning.evaluate import add_common_args
+
+    p = subparsers.add_parser("agents", help="latent-action policy + few-label action map vs oracle BC and random, "
+                              "closed loop in the simulator", description=__doc__.split("\n\n")[0])
+    add_common_args(p)
+    p.add_argument("--labels", default="50,200,1000",
+                   help="labelled-sample counts for the latent -> robot action map (default 50,200,1000)")
+    p.add_argument("--maps", default="table,mlp", help="map kinds: table, mlp or both (default table,mlp)")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per policy (default 3)")
+    p.add_argument("--expert-episodes", type=int, default=60, help="scripted expert episodes (default 60)")
+    p.add_argument("--eval-episodes", type=int, default=20, help="closed-loop episodes per policy and seed")
+    p.add_argument("--steps", type=int, default=80, help="steps per episode (25 per second)")
+    p.add_argument("--epochs", type=int, default=15, help="epochs of the latent policy and the oracle")
+    p.add_argument("--seed", type=int, default=6000,
+                   help="expert episodes use seed + k, evaluation episodes seed + 100000 + k")
+    p.set_defaults(func=run_cli)
