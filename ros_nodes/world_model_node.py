@@ -10,6 +10,7 @@ Interfaces (relative to the node, default name genie_world_model):
     ~/imagined_image    sensor_msgs/Image out   each imagined frame; stamp = prompt stamp + k / fps
     ~/reset             std_srvs/Trigger        start over from the camera's latest frame, or the last prompt
     ~/imagine_rollout   genie_robot_msgs/srv/ImagineRollout   B action sequences -> B*T frames
+    ~/plan_to_goal      genie_robot_msgs/srv/PlanToGoal       image + goal -> best latent actions (planner_service.py)
     /diagnostics        diagnostic_msgs/DiagnosticArray       step latency, queue depth, drops
 Run: genie-world-model-node --ros-args -p model:=bundles/cpu -p backend:=torch   (docs/ros.md)
 """
@@ -138,6 +139,9 @@ class WorldModelNode(Node):
             # its own group: a long rollout does not hold up prompts, actions and resets
             self.create_service(self._rollout_srv, "~/imagine_rollout", self._on_rollout,
                                 callback_group=MutuallyExclusiveCallbackGroup())
+            from ros_nodes.planner_service import add_plan_to_goal_service
+
+            add_plan_to_goal_service(self)  # ~/plan_to_goal: genie_robot.planning over this model
         self._diag_pub = None
         if p["diagnostics_period"] > 0:
             try:
