@@ -23,8 +23,9 @@ import numpy as np
 DEFAULT_SIM_SEED = 90_001  # far from the training seeds (1000-1599) of the default model
 
 
-def real_clip(args: argparse.Namespace, resolution: tuple[int, int]) -> np.ndarray:
-    """(T, H, W, 3) uint8: the first --frames frames of a store episode, or a simulator episode."""
+def real_clip(args: argparse.Namespace, resolution: tuple[int, int], stride: int = 1) -> np.ndarray:
+    """(T, H, W, 3) uint8: the first --frames frames (every `stride`-th) of a store episode, or of a
+    simulator episode."""
     if args.store:
         from genie_robot.data.store import EpisodeStore
 
@@ -32,7 +33,7 @@ def real_clip(args: argparse.Namespace, resolution: tuple[int, int]) -> np.ndarr
         if not 0 <= args.episode < store.num_episodes:
             raise ValueError(f"--episode {args.episode} out of range: {args.store} has {store.num_episodes} episodes")
         start, end = store.episode_bounds(args.episode)
-        return store.frames(start, min(end, start + args.frames))
+        return store.frames(start, min(end, start + (args.frames - 1) * stride + 1), stride)
     try:
         from genie_robot.data.sim.simulate import generate_episode
     except ImportError as exc:
@@ -40,7 +41,7 @@ def real_clip(args: argparse.Namespace, resolution: tuple[int, int]) -> np.ndarr
                            "(pip install 'genie-robot[sim]')") from None
     if resolution[0] != resolution[1]:
         raise ValueError(f"the simulator renders square frames, the model wants {resolution}; pass --store")
-    return generate_episode(args.seed, args.frames, resolution=resolution[0], scene=args.scene).rgb
+    return generate_episode(args.seed, (args.frames - 1) * stride + 1, resolution=resolution[0], scene=args.scene).rgb[::stride]
 
 
 def parse_actions(text: str, num_actions: int) -> np.ndarray:
@@ -64,7 +65,10 @@ def rollout(args: argparse.Namespace) -> int:
     wm = WorldModel.load(args.model, backend=args.backend, providers=args.providers, steps=args.steps, seed=args.seed)
     if args.frames < args.prompt_frames + 1:
         raise ValueError(f"--frames {args.frames} leaves nothing to imagine after {args.prompt_frames} prompt frame(s)")
-    clip = wm.prepare_frames(real_clip(args, wm.resolution), "real clip")[0]  # (T, H, W, 3)
+    from genie_robot.runtime import bundle, default_model
+
+    stride = args.stride or int(bundle.read_manifest(default_model.resolve(args.model)).get("frame_stride", 1))
+    clip = wm.prepare_frames(real_clip(args, wm.resolution, stride), "real clip")[0]  # (T, H, W, 3)
     T, P = clip.shape[0], args.prompt_frames
     inferred = wm.infer_actions(clip[None])[0]  # (T-1,) transition t -> t+1
     prompt = clip[:P]
@@ -92,7 +96,8 @@ def rollout(args: argparse.Namespace) -> int:
     save_image(grid, out.with_suffix(".png"))
     n = min(T, imagined["inferred"].shape[0])
     curve = psnr(clip[P:n], imagined["inferred"][P:n])
-    print(f"model {args.model} ({wm.provider}), MaskGIT {wm.steps} steps; {T} real frames, {P} prompt frame(s)")
+    print(f"model {args.model} ({wm.provider}), MaskGIT {wm.steps} steps; {T} real frames (every {stride}), "
+          f"{P} prompt frame(s)")
     print(f"inferred latent actions: {' '.join(map(str, inferred.tolist()))}")
     print(f"PSNR(real, imagined with inferred actions) per frame: {' '.join(f'{v:.1f}' for v in curve)} dB "
           f"(mean {float(np.mean(curve)):.2f})")
@@ -120,6 +125,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--scene", default="mix", choices=["push", "pick", "slide", "mix"], help="simulator scene")
     p.add_argument("--seed", type=int, default=DEFAULT_SIM_SEED, help="simulator episode and sampling seed")
     p.add_argument("--frames", type=int, default=16, help="length of the real clip (prompt + imagined)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="take every n-th frame of the real clip (default: the model's training frame_stride)")
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames given to the model (default 1)")
     p.add_argument("--actions", default=None, help="comma-separated latent actions for the third column "
                                                     "(default: random ones)")

@@ -71,9 +71,10 @@ def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True,
 
 
 def load_clips(store_path: str, *, resolution: tuple[int, int], frames: int, split: str, episodes: int,
-               val_fraction: float) -> dict:
+               val_fraction: float, stride: int = 1) -> dict:
     """{"clips": uint8 (B, T, H, W, 3), "episodes": (B,) indices, "store": EpisodeStore}: the first
-    `frames` frames of up to `episodes` episodes of `split` long enough for them."""
+    `frames` frames (every `stride`-th, as the model was trained) of up to `episodes` episodes of
+    `split` long enough for them."""
     from genie_robot.data.store import EpisodeStore, StoreError
     from genie_robot.data.windows import split_episodes
 
@@ -88,9 +89,9 @@ def load_clips(store_path: str, *, resolution: tuple[int, int], frames: int, spl
     chosen, clips = [], []
     for e in split_episodes(store.num_episodes, split, val_fraction):
         start, end = store.episode_bounds(int(e))
-        if end - start >= frames:
+        if end - start >= (frames - 1) * stride + 1:
             chosen.append(int(e))
-            clips.append(store.frames(start, start + frames))
+            clips.append(store.frames(start, start + (frames - 1) * stride + 1, stride))
         if len(chosen) == episodes:
             break
     if not chosen:
@@ -458,19 +459,24 @@ def run_cli(args: argparse.Namespace) -> int:
             except (FileNotFoundError, bundle.BundleError) as exc:
                 raise EvalError(f"--model {args.model}: {exc}") from None
             genie = genie.to(device).requires_grad_(False)
-            config = {"train": {"val_fraction": 0.1}}  # the trainer's default split
+            manifest = bundle.read_manifest(default_model.resolve(args.model))
+            config = {"train": {"val_fraction": 0.1,  # the trainer's default split
+                                "frame_stride": manifest.get("frame_stride", 1)}}
         else:
             genie, config = load_genie(args.dynamics, args.tokenizer, ema=not args.no_ema, device=device)
         frames = args.frames or genie.cfg.lam.context
         val_fraction = float(config.get("train", {}).get("val_fraction", 0.1))
+        stride = args.stride or int(config.get("train", {}).get("frame_stride", 1))  # the training run's
         data = load_clips(args.store, resolution=tuple(genie.cfg.tokenizer.resolution), frames=frames,
-                          split=args.split, episodes=args.episodes, val_fraction=val_fraction)
+                          split=args.split, episodes=args.episodes, val_fraction=val_fraction, stride=stride)
         store = data["store"]
         ep_frames, ep_actions = [], []
         for e in data["episodes"]:
             start, end = store.episode_bounds(int(e))
-            ep_frames.append(store.frames(start, end))
-            ep_actions.append(np.asarray(store.action[start:end]) if store.action is not None else None)
+            ep_frames.append(store.frames(start, end, stride))
+            if store.action is not None:  # transition i (frame i*stride -> (i+1)*stride): the sum of its actions
+                acts = np.asarray(store.action[start:end])
+                ep_actions.append(np.add.reduceat(acts, np.arange(0, len(acts), stride), axis=0))
         out = Path(args.out)
         ood = {}
         for path in args.ood or []:
@@ -528,6 +534,8 @@ def register_cli(subparsers) -> None:
                    help="episodes to evaluate on (the training run's val_fraction split)")
     p.add_argument("--episodes", type=int, default=16, help="at most this many episodes (one clip each)")
     p.add_argument("--frames", type=int, default=None, help="clip length (default: the LAM's context)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="take every n-th frame (default: the training run's frame_stride)")
     p.add_argument("--depth", type=int, default=3, help="steps per action in the latent action grid")
     p.add_argument("--seed", type=int, default=0, help="random latent actions and MaskGIT sampling")
     p.add_argument("--fvd", action="store_true", help="also compute FVD (Kinetics I3D at 224x224; slow on CPU)")

@@ -63,6 +63,8 @@ def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool =
     except RuntimeError as exc:
         raise ExportError(f"{ck.path} does not fit this version of Genie ({exc}); retrain with this code") from None
     sources = {"dynamics": src}
+    # the training run's frame subsampling: rollouts imagine frames this many store frames apart
+    src["frame_stride"] = int(ck.config.get("train", {}).get("frame_stride", 1))
     run_id = (ck.state or {}).get("mlflow_run_id")
     if tokenizer is not None:
         tck, tweights, tsrc = load(tokenizer, "tokenizer", "tokenizer")
@@ -166,6 +168,7 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
         cost = model_cost(genie.cfg)
         manifest = bundle.write_manifest(
             tmp, config=cfg_dict, preset=genie.cfg.name, opset=opset if onnx else None, graphs=shapes,
+            frame_stride=sources["dynamics"]["frame_stride"],
             sources=sources, mlflow_run_id=run_id, torch_version=torch.__version__, onnx_version=onnx_lib.__version__,
             model_cost={"total_params": cost["total"]["params"], "flops_per_frame": cost["total"]["flops_per_frame"]},
         )

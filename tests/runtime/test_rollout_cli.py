@@ -50,3 +50,19 @@ def test_typed_actions_are_checked(tiny_export, store, tmp_path, capsys):
     assert main(base + ["--actions", "1,1,2,2,3,3"]) == 0  # longer than the clip: fine, the GIF grows
     assert main(base + ["--episode", "4"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_stride_takes_every_nth_real_frame(tiny_export, store, tmp_path):
+    import imageio.v3 as iio
+
+    from genie_robot.data.store import EpisodeStore
+
+    out = tmp_path / "s.gif"
+    assert main(["rollout", "--model", str(tiny_export[0]), "--backend", "torch", "--store", store, "--frames", "4",
+                 "--stride", "2", "--scale", "1", "--out", str(out)]) == 0
+    gif = iio.imread(out)
+    real = gif[:, 18 + 2: 18 + 2 + 16, 2: 2 + 16]  # under the caption bar, first column
+    ep = EpisodeStore.open(store)
+    assert gif.shape[0] == 4
+    err = lambda frames: np.abs(real.astype(int) - frames.astype(int)).mean()  # noqa: E731 (GIF palette error)
+    assert err(ep.frames(0, 8, 2)) < 0.5 * err(ep.frames(0, 4))
