@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "genie_robot.data.convert.cli",  # convert rlds|video|rosbag
     "genie_robot.data.info",  # info
     "training.train",  # train tokenizer|dynamics
+    "training.ablate",  # ablate (the paper's ablations, docs/ablations.md)
     "genie_robot.eval.report",  # eval
     "genie_robot.runtime.export",  # export
     "genie_robot.play",  # play
