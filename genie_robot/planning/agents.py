@@ -173,7 +173,7 @@ def train_net(net, rgb_NHW3, goal_N2, target_N, *, loss: str, epochs: int, seed:
             opt.zero_grad(set_to_none=True)
             l.backward()
             opt.step()
-            total += float(l) * len(idx)
+            total += float(l.detach()) * len(idx)
         curve.append(total / len(rgb))
     net.eval()
     return curve
@@ -185,10 +185,10 @@ class LatentActionMap:
     "table": the mean robot action of each latent in the labelled set (latents never seen: the overall
     mean). "mlp": a small MLP on (one-hot latent, features), weight decay against overfitting."""
 
-    def __init__(self, kind: str, num_actions: int, seed: int = 0):
+    def __init__(self, kind: str, num_actions: int, seed: int = 0, weight_decay: float = 1.0):
         if kind not in MAPS:
             raise ValueError(f"unknown map {kind!r}: use one of {', '.join(MAPS)}")
-        self.kind, self.A, self.seed = kind, num_actions, seed
+        self.kind, self.A, self.seed, self.weight_decay = kind, num_actions, seed, weight_decay
         self.table_A3 = None
         self.mlp = None
 
@@ -207,10 +207,15 @@ class LatentActionMap:
             from torch import nn
 
             torch.manual_seed(self.seed)
+            if feat_NF is None:
+                raise ValueError("map 'mlp' needs observation features")
+            # standardised features: the policy's ReLU features have arbitrary scales per unit
+            self.feat_mean = np.asarray(feat_NF, np.float32).mean(0)
+            self.feat_std = np.asarray(feat_NF, np.float32).std(0) + 1e-3
             x = torch.from_numpy(self._inputs(latent_N, feat_NF))
             y = torch.from_numpy(action_N3)
             self.mlp = nn.Sequential(nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, action_N3.shape[1]))
-            opt = torch.optim.Adam(self.mlp.parameters(), lr=3e-3, weight_decay=1e-3)
+            opt = torch.optim.AdamW(self.mlp.parameters(), lr=3e-3, weight_decay=self.weight_decay)
             for _ in range(steps):
                 loss = ((self.mlp(x) - y) ** 2).mean()
                 opt.zero_grad(set_to_none=True)
@@ -223,7 +228,8 @@ class LatentActionMap:
         onehot = np.eye(self.A, dtype=np.float32)[latent_N]
         if feat_NF is None:
             raise ValueError("map 'mlp' needs observation features")
-        return np.concatenate([onehot, np.asarray(feat_NF, np.float32)], 1)
+        feat = (np.asarray(feat_NF, np.float32) - self.feat_mean) / self.feat_std
+        return np.concatenate([onehot, feat], 1).astype(np.float32)
 
     def __call__(self, latent_N: np.ndarray, feat_NF: np.ndarray | None = None) -> np.ndarray:
         latent_N = np.asarray(latent_N, np.int64)

@@ -1,0 +1,92 @@
+"""Agents from latent actions: the latent -> robot action map (table and MLP) on data where the
+answer is known, the simulator harness (same start for every policy, the scripted expert succeeds),
+and `genie-robot agents` end to end on a tiny model: report, pictures, MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from genie_robot.planning.agents import LatentActionMap
+
+
+def test_table_map_is_the_mean_action_of_each_latent():
+    latent = np.array([0, 0, 1, 1, 1, 3])
+    action = np.array([[1, 0, 0], [0.5, 0, 0], [0, 1, 0], [0, 0.5, 0], [0, 0, 0], [0, 0, -1]], np.float32)
+    m = LatentActionMap("table", 4).fit(latent, action)
+    np.testing.assert_allclose(m(np.array([0, 1, 3])), [[0.75, 0, 0], [0, 0.5, 0], [0, 0, -1]])
+    np.testing.assert_allclose(m(np.array([2])), [action.mean(0)])  # never labelled: the overall mean
+
+
+def test_mlp_map_uses_the_observation_where_the_latent_alone_is_ambiguous():
+    # the robot action depends on the latent AND the observation (e.g. the same "move" latent means
+    # left or right depending on where the arm is): the MLP must beat the per-latent table
+    rng = np.random.default_rng(0)
+    n = 400
+    latent = rng.integers(0, 4, n)
+    feat = (3 * rng.normal(size=(n, 16))).astype(np.float32)  # one useful unit among 16, unscaled
+    action = np.stack([np.tanh(feat[:, 0]) * (latent == 0), latent == 1, -(latent == 2).astype(float)], 1)
+    action = action.astype(np.float32)
+    test = slice(300, n)
+    table = LatentActionMap("table", 4).fit(latent[:300], action[:300], feat[:300])
+    mlp = LatentActionMap("mlp", 4, seed=0).fit(latent[:300], action[:300], feat[:300])
+    err = {k: float(((m(latent[test], feat[test]) - action[test]) ** 2).mean()) for k, m in
+           (("table", table), ("mlp", mlp))}
+    assert err["mlp"] < 0.5 * err["table"], err
+
+
+def test_map_errors_are_named():
+    with pytest.raises(ValueError, match="unknown map 'linear'"):
+        LatentActionMap("linear", 4)
+    with pytest.raises(ValueError, match="need >= 1 labelled sample"):
+        LatentActionMap("table", 4).fit(np.zeros(0, int), np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="needs observation features"):
+        LatentActionMap("mlp", 4).fit(np.zeros(3, int), np.zeros((3, 3)))
+
+
+@pytest.mark.sim
+def test_episodes_start_alike_for_every_policy_and_the_expert_pushes_to_the_goal():
+    pytest.importorskip("mujoco")
+    from genie_robot.planning.agents import run_episode
+
+    expert = run_episode(106_000, 60, 16)
+    still = run_episode(106_000, 60, 16, lambda f, g: np.zeros(3))
+    assert expert["rgb"].shape == (61, 16, 16, 3) and expert["action"].shape == (60, 4)
+    np.testing.assert_array_equal(expert["rgb"][0], still["rgb"][0])
+    assert expert["start_dist"] == still["start_dist"] > 0.05
+    assert still["final_dist"] == pytest.approx(still["start_dist"], abs=1e-3)  # nothing moved it
+    assert expert["final_dist"] < 0.5 * expert["start_dist"]
+    again = run_episode(106_000, 60, 16)
+    np.testing.assert_array_equal(again["action"], expert["action"])
+
+
+@pytest.mark.sim
+@pytest.mark.slow  # 8-27 s on the loaded 2-core machine
+def test_agents_command_end_to_end(tiny_bundle, tmp_path):
+    pytest.importorskip("mujoco")
+    from mlflow.tracking import MlflowClient
+
+    from genie_robot.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "agents"
+    rc = main(["agents", "--model", tiny_bundle, "--backend", "torch", "--out", str(out), "--labels", "10,40",
+               "--seeds", "1", "--expert-episodes", "3", "--eval-episodes", "2", "--steps", "30", "--epochs", "1",
+               "--tracking-uri", uri])
+    assert rc == 0
+    for name in ("report.md", "metrics.json", "success.png", "distance.png", "latent_actions.png", "episodes.gif"):
+        assert (out / name).stat().st_size > 0, name
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["summary"]) == {"random", "expert", "oracle BC", "latent table 10", "latent table 40",
+                                 "latent mlp 10", "latent mlp 40"}
+    for s in m["summary"].values():
+        rate, lo, hi = s["success"]
+        assert 0 <= lo <= rate <= hi <= 1
+    assert np.isclose(sum(m["latent_usage"]), 1.0)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("genie-robot").experiment_id])
+    assert "oracle_BC/success" in run.data.metrics and "latent_mlp_40/final_dist" in run.data.metrics
+    assert main(["agents", "--model", tiny_bundle, "--out", str(tmp_path / "x"), "--labels", "5000",
+                 "--expert-episodes", "2", "--steps", "10", "--no-mlflow"]) == 2
