@@ -316,7 +316,7 @@ def build_stage(cfg: TrainConfig) -> Stage:
     tok_weights, tok_config = ckpt_io.load_weights(path, ema=cfg.tokenizer_weights == "ema")
     if tok_config.get("stage") != "tokenizer":
         raise ConfigError(f"{path} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer; pass a stage-1 run")
-    theirs, ours = flatten(tok_config["model"]["tokenizer"]), flatten(cfg_dict["tokenizer"])
+    theirs, ours = flatten(_normalised(tok_config["model"])["tokenizer"]), flatten(cfg_dict["tokenizer"])
     if theirs != ours:
         diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
         raise ConfigError(
@@ -391,8 +391,19 @@ def build_datasets(cfg: TrainConfig, stage: Stage):
 # the loop
 
 
+def _normalised(model_config: dict) -> dict:
+    """A saved model config with the defaults of fields added since it was written (older checkpoints
+    lack them), so that configs compare equal when they build the same model."""
+    from genie_robot.models.configs import GenieConfig
+
+    try:
+        return GenieConfig.from_dict(model_config).to_dict()
+    except (TypeError, ValueError, KeyError):
+        return model_config
+
+
 def _model_check(saved: dict, stage: Stage, cfg: TrainConfig, path: Path) -> None:
-    if saved.get("model") != stage.model_config or saved.get("stage") != stage.name:
+    if _normalised(saved.get("model") or {}) != stage.model_config or saved.get("stage") != stage.name:
         raise ConfigError(
             f"cannot resume from {path}: it was trained with another model config or stage; "
             "resume with the same --preset/--set model.* (or start a new --run-dir)"

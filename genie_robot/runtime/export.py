@@ -68,7 +68,8 @@ def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool =
     run_id = (ck.state or {}).get("mlflow_run_id")
     if tokenizer is not None:
         tck, tweights, tsrc = load(tokenizer, "tokenizer", "tokenizer")
-        theirs, ours = tck.config["model"]["tokenizer"], cfg.to_dict()["tokenizer"]
+        theirs = GenieConfig.from_dict(tck.config["model"]).to_dict()["tokenizer"]  # defaults of newer fields
+        ours = cfg.to_dict()["tokenizer"]
         if theirs != ours:
             diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
             raise ExportError(f"tokenizer checkpoint {tck.path} has another tokenizer config than the dynamics "
