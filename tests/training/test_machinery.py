@@ -233,3 +233,17 @@ def test_example_configs_load(path):
 
     cfg = load_config(str(path))
     resolve_model_config(cfg)  # the preset plus overrides is a valid GenieConfig
+
+
+def test_checkpoints_saved_before_a_config_field_existed_still_match():
+    from genie_robot.models import preset
+    from training.train import _normalised
+
+    current = preset("tiny").to_dict()
+    old = json.loads(json.dumps(current))
+    del old["tokenizer"]["attention"]  # a field added after the checkpoint was written
+    del old["lam"]["token_vocab"]
+    assert old != current and _normalised(old) == current
+    changed = json.loads(json.dumps(old))
+    changed["tokenizer"]["patch"] = 8
+    assert _normalised(changed) != current
