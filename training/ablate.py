@@ -1,6 +1,6 @@
 """`genie-robot ablate`: the Genie paper's ablations on robot video, in one resumable command (issue #9).
 
-    genie-robot ablate --config training/configs/ablations.yaml --store sim.zarr --out runs/ablations
+    genie-robot ablate --config training/configs/ablations/small.yaml --store sim.zarr --out runs/ablations
                        [--resume] [--report-only] [--docs docs/ablations.md] [--tracking-uri URI]
 
 A plain loop over the YAML's variants (each a set of model overrides, never a fork of the code):
@@ -88,7 +88,7 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         d = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
-        raise AblationError(f"sweep config {path} not found (see training/configs/ablations.yaml)") from None
+        raise AblationError(f"sweep config {path} not found (see training/configs/ablations/small.yaml)") from None
     known = {"preset", "model", "train", "tokenizer_steps", "dynamics_steps", "eval", "variants", "experiment",
              "seed", "isolate", "budget_note"}
     unknown = set(d) - known
@@ -174,9 +174,19 @@ def _jsonable(x):
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process so far, MB. Linux: VmHWM of /proc/self/status, the high-water mark of
+    this process image; getrusage's ru_maxrss would also count the parent's RSS at fork, which a
+    spawned child keeps across exec. Elsewhere: ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    scale = 1024.0 if sys.platform.startswith("linux") else 1024.0 * 1024.0  # KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def _run_metrics(tracking_uri: str, run_id: str | None) -> dict[str, float]:
@@ -449,6 +459,20 @@ def _fmt(x, nd=2) -> str:
     return f"{x:.{nd}f}"
 
 
+def _mem(stage: dict) -> str:
+    """'peak (+growth)' MB: peak RSS of the stage's process and how far it rose over the RSS at its start
+    (after importing torch), which is the part the model, optimiser and data account for."""
+    peak, start = stage.get("peak_rss_mb"), stage.get("start_rss_mb")
+    if peak is None:
+        return "n/a"
+    return f"{peak:.0f} (+{peak - start:.0f})" if start is not None else f"{peak:.0f}"
+
+
+def _mem_growth(stage: dict) -> float | None:
+    peak, start = stage.get("peak_rss_mb"), stage.get("start_rss_mb")
+    return None if peak is None or start is None else peak - start
+
+
 def _paper(v: Variant, key: str, group: str):
     """The paper's number for `key` in the table of `group` ("lam": Table 2, "tokenizer": Table 3)."""
     prefix = {"lam": "lam_", "tokenizer": "tok_"}.get(group)
@@ -480,8 +504,8 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
             return {}
         e, tk, dy = res["eval"], res["tokenizer"], res["dynamics"]
         return {"fvd": e.get("fvd"), "dpsnr": e.get("dpsnr"), "psnr": e.get("tokenizer_psnr"),
-                "tok_mem": tk.get("peak_rss_mb"), "tok_fps": tk["metrics"].get("frames_per_s"),
-                "dyn_fps": dy["metrics"].get("frames_per_s"), "dyn_mem": dy.get("peak_rss_mb"),
+                "tok_mem": _mem(tk), "tok_fps": tk["metrics"].get("frames_per_s"),
+                "dyn_fps": dy["metrics"].get("frames_per_s"), "dyn_mem": _mem(dy),
                 "dyn_loss": dy["metrics"].get("val/dynamics/loss"), "lam_mse": dy["metrics"].get("val/lam/mse"),
                 "params": res["params"]}
 
@@ -532,8 +556,9 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
         "one driven by uniformly random actions, same MaskGIT seed); FVD between those inferred-action "
         "rollouts (frame 0 real, then generated) and the real clips, with the Kinetics-400 I3D "
         "(`genie_robot/eval/fvd.py`).",
-        "- Peak memory: peak RSS (`getrusage`) of the process that trained the stage (CPU; the paper reports "
-        "GPU memory of the tokenizer). Throughput: median training frames/s of the stage (MLflow "
+        "- Peak memory: peak RSS (VmHWM) of the process that trained the stage, and in brackets its growth "
+        "over the RSS at the start (after importing torch): the model, optimiser, activations and data (CPU; the "
+        "paper reports GPU memory of the tokenizer). Throughput: median training frames/s of the stage (MLflow "
         "`perf/frames_per_s`).",
         "- MLflow: one run per variant in the experiment "
         f"`{sweep.experiment}` (metrics, the variant's overrides, links to the stage runs), the stage "
@@ -559,27 +584,27 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
     lines += ["", "![LAM input](images/ablations_lam.png)" if "lam" in pictures else "", ""]
 
     lines += ["## Tokenizer architecture (paper Table 3, platformers)", "",
-              f"| variant | params | tokenizer PSNR (dB) | FVD | {t_key} | peak RSS (MB) | tokenizer frames/s | "
+              f"| variant | params | tokenizer PSNR (dB) | FVD | {t_key} | tokenizer training peak RSS (+growth), MB | tokenizer frames/s | "
               "paper FVD | paper ΔPSNR | paper memory (GB) |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for v in by_group["tokenizer"]:
         c = row_cells(v)
         p = c.get("params", {}).get("tokenizer")
         lines.append(f"| {v.label} | {'n/a' if p is None else f'{p / 1e6:.2f} M'} | {_fmt(c.get('psnr'))} | "
-                     f"{_fmt(c.get('fvd'), 1)} | {_fmt(c.get('dpsnr'), 3)} | {_fmt(c.get('tok_mem'), 0)} | "
+                     f"{_fmt(c.get('fvd'), 1)} | {_fmt(c.get('dpsnr'), 3)} | {c.get('tok_mem', 'n/a')} | "
                      f"{_fmt(c.get('tok_fps'), 1)} | {_fmt(_paper(v, 'fvd', 'tokenizer'), 1)} | "
                      f"{_fmt(_paper(v, 'dpsnr', 'tokenizer'))} | {_fmt(_paper(v, 'memory_gb', 'tokenizer'), 1)} |")
     lines += ["", "![tokenizer](images/ablations_tokenizer.png)" if "tokenizer" in pictures else "", ""]
 
     lines += ["## Dynamics scaling (paper Figure 9 shape)", "",
-              f"| variant | dynamics params | final val dynamics loss | FVD | {t_key} | stage-2 frames/s | peak RSS (MB) |",
+              f"| variant | dynamics params | final val dynamics loss | FVD | {t_key} | stage-2 frames/s | stage-2 peak RSS (+growth), MB |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for v in sorted(by_group["scaling"], key=lambda v: (r.get(v.name) or {}).get("params", {}).get("dynamics", 0)):
         c = row_cells(v)
         p = c.get("params", {}).get("dynamics")
         lines.append(f"| {v.label} | {'n/a' if p is None else f'{p / 1e6:.2f} M'} | {_fmt(c.get('dyn_loss'), 4)} | "
                      f"{_fmt(c.get('fvd'), 1)} | {_fmt(c.get('dpsnr'), 3)} | {_fmt(c.get('dyn_fps'), 1)} | "
-                     f"{_fmt(c.get('dyn_mem'), 0)} |")
+                     f"{c.get('dyn_mem', 'n/a')} |")
     lines += ["", "![scaling](images/ablations_scaling.png)" if "scaling" in pictures else "", ""]
 
     lines += ["## Where this budget agrees or disagrees with the paper", ""] + findings(sweep, results) + [""]
@@ -615,13 +640,13 @@ def findings(sweep: Sweep, results: dict[str, dict]) -> list[str]:
             out.append(f"- Tokenizer {key.upper() if key == 'fvd' else 'ΔPSNR'}: best is {TOKENIZER_NAMES[best]} "
                        f"({', '.join(f'{TOKENIZER_NAMES[a]} {_fmt(x, 2)}' for a, x in vals.items())}); paper: "
                        f"ST-ViViT best: {_agree(best == paper_best, True)}.")
-        mem = {a: toks[a]["tokenizer"].get("peak_rss_mb") for a in toks}
+        mem = {a: _mem_growth(toks[a]["tokenizer"]) for a in toks}
         if all(m is not None for m in mem.values()):
             most = max(mem, key=mem.get)
-            out.append(f"- Tokenizer training memory: most for {TOKENIZER_NAMES[most]} "
-                       f"({', '.join(f'{TOKENIZER_NAMES[a]} {m:.0f} MB' for a, m in mem.items())}; peak RSS includes "
-                       f"the Python/torch process, ~the same for all); paper: C-ViViT most (1.6 GB vs 0.9 and 0.3): "
-                       f"{_agree(most == 'full', True)}.")
+            out.append(f"- Tokenizer training memory (peak RSS growth over the process's start): most for "
+                       f"{TOKENIZER_NAMES[most]} ({', '.join(f'{TOKENIZER_NAMES[a]} +{m:.0f} MB' for a, m in mem.items())}); "
+                       f"paper (GPU memory): C-ViViT most (1.6 GB vs 0.9 and 0.3): {_agree(most == 'full', True)}. "
+                       "CPU RSS with glibc keeping freed memory is a coarse measure; differences of tens of MB are noise.")
         psnr = {a: toks[a]["eval"].get("tokenizer_psnr") for a in toks}
         out.append(f"- Tokenizer reconstruction PSNR: {', '.join(f'{TOKENIZER_NAMES[a]} {_fmt(x)} dB' for a, x in psnr.items())} "
                    "(not in the paper's table).")
@@ -665,7 +690,7 @@ def plot_results(sweep: Sweep, results: dict[str, dict], img_dir: Path) -> dict[
                 ax.text(i - 0.2, 0, "n/a", ha="center", va="bottom", fontsize=7)
 
     for group, metrics in (("lam", [("fvd", "FVD (lower is better)"), ("dpsnr", f"ΔPSNR@{sweep.eval['dpsnr_t']} (higher is better)")]),
-                           ("tokenizer", [("fvd", "FVD"), ("dpsnr", "ΔPSNR"), ("memory", "peak memory (MB | GB)"),
+                           ("tokenizer", [("fvd", "FVD"), ("dpsnr", "ΔPSNR"), ("memory", "training memory (RSS growth MB | GPU GB)"),
                                           ("tokenizer_psnr", "tokenizer PSNR (dB)")])):
         vs = [v for v in sweep.variants if group in v.groups]
         if not vs:
@@ -676,7 +701,7 @@ def plot_results(sweep: Sweep, results: dict[str, dict], img_dir: Path) -> dict[
             for v in vs:
                 res = results.get(v.name)
                 if key == "memory":
-                    ours.append(None if res is None else res["tokenizer"].get("peak_rss_mb"))
+                    ours.append(None if res is None else _mem_growth(res["tokenizer"]))
                     paper.append(_paper(v, "memory_gb", group))
                 else:
                     ours.append(None if res is None else res["eval"].get(key))
@@ -749,7 +774,7 @@ def run_cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("ablate", help="the paper's ablations: LAM input, tokenizer attention, dynamics scaling",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, metavar="YAML", help="sweep config (training/configs/ablations*.yaml)")
+    p.add_argument("--config", required=True, metavar="YAML", help="sweep config (training/configs/ablations/*.yaml)")
     p.add_argument("--store", action="append", default=None, metavar="PATH", help="episode store (the first one is evaluated on)")
     p.add_argument("--out", required=True, help="checkpoints, per-variant results (variants/<name>/result.json)")
     p.add_argument("--resume", action="store_true", help="continue: skip finished variants, resume unfinished stages")

@@ -11,7 +11,7 @@ from genie_robot.cli import main
 from training import ablate
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = str(ROOT / "training" / "configs" / "ablations_tiny.yaml")
+TINY = str(ROOT / "training" / "configs" / "ablations" / "tiny.yaml")
 
 
 def _summary_runs(tracking_uri, experiment):
