@@ -343,7 +343,7 @@ def log_variant(tracking_uri: str, experiment: str, variant: Variant, result: di
     from mlflow.tracking import MlflowClient
 
     from training.configs import flatten
-    from training.tracking import Tracker, git_commit
+    from training.tracking import Tracker
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -356,7 +356,7 @@ def log_variant(tracking_uri: str, experiment: str, variant: Variant, result: di
     if run_id is None:
         tracker.log_params(flatten({"variant": {"model": variant.model, "groups": ",".join(variant.groups)},
                                     "budget": result["budget"]}))
-    tracker.set_tags({"variant": variant.name, "label": variant.label, "sys.git_commit": git_commit(),
+    tracker.set_tags({"variant": variant.name, "label": variant.label, "sys.git_commit": result["source_commit"],
                       "tokenizer_run_id": result["tokenizer"].get("run_id"),
                       "dynamics_run_id": result["dynamics"].get("run_id"),
                       "dynamics_run_dir": result["dynamics"]["final"], "fvd_note": result["eval"].get("fvd_note", "")})
@@ -423,6 +423,7 @@ def run_sweep(sweep: Sweep, *, stores: list[str], out: Path, tracking_uri: str, 
             "params": {k: cost[k]["params"] for k in ("tokenizer", "lam", "dynamics")},
             "budget": budget(sweep, dyn_cfg), "tokenizer": tok, "dynamics": dyn, "eval": ev,
             "tokenizer_dir": str(tok_dir), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source_commit": source_commit(),
         }
         result["mlflow_run_id"] = log_variant(tracking_uri, sweep.experiment, v, result)
         _write_json(result_path, result)
@@ -431,6 +432,14 @@ def run_sweep(sweep: Sweep, *, stores: list[str], out: Path, tracking_uri: str, 
         print(f"  tokenizer PSNR {e['tokenizer_psnr']:.2f} dB, ΔPSNR@{sweep.eval['dpsnr_t']} {e['dpsnr']:.3f} dB, "
               f"FVD {_fmt(e['fvd'], 1)}", flush=True)
     return results
+
+
+def source_commit() -> str:
+    """The code's commit: $GENIE_SOURCE_COMMIT when the sweep runs from an exported copy of the tree
+    (so that edits to a shared checkout during a long sweep cannot change the code halfway)."""
+    from training.tracking import git_commit
+
+    return os.environ.get("GENIE_SOURCE_COMMIT") or git_commit()
 
 
 def budget(sweep: Sweep, cfg) -> dict:
