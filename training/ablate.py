@@ -554,6 +554,12 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
             f"({b['tokenizer_frames']:,} and {b['dynamics_frames']:,} training frames), seed {b['seed']}, "
             f"the same store and episode split; variants that keep the tokenizer share one.",
         ]
+        stages = {x["tokenizer_dir"]: x["tokenizer"] for x in r.values()}  # shared tokenizers counted once
+        train_s = sum(t.get("wall_s", 0) for t in stages.values()) + sum(x["dynamics"].get("wall_s", 0) for x in r.values())
+        eval_s = sum(x["eval"].get("eval_s", 0) for x in r.values())
+        lines += [f"- Measured cost of the {len(r)} finished variants: {train_s / 60:.1f} min of training "
+                  f"({len(stages)} tokenizers, {len(r)} stage-2 runs) and {eval_s / 60:.1f} min of evaluation, "
+                  "one thread each, on a machine shared with other jobs."]
     else:
         lines += [f"- Every variant: tokenizer {sweep.tokenizer_steps} steps, stage 2 {sweep.dynamics_steps} steps, "
                   f"seed {sweep.seed} (no results yet)."]
