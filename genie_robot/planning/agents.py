@@ -2,12 +2,13 @@
 
     genie-robot agents --model BUNDLE --out DIR [--labels 50,200,1000] [--seeds 3] [--maps table,mlp]
 
-1. Expert videos: the scripted push policy (genie_robot/data/sim/policy.py), always on task and always
-   toward the env's goal, on FetchPush at the model's resolution.
+1. Expert videos: a memoryless scripted pusher (`push_expert`: get behind the block, push it along
+   the line to the goal) on FetchPush at the model's resolution, after the same random warm-up move
+   as `genie-robot simulate`.
 2. Latent labels: the frozen LAM of the world model labels every transition (`WorldModel.infer_actions`).
    Only latent actions are used here; the simulator's actions are not.
-3. Latent policy: a small CNN, observation (camera frame + goal xy) -> latent action, behaviour cloning
-   on the LAM labels (cross-entropy).
+3. Latent policy: a small CNN, observation (camera frame + goal xy + gripper xyz) -> latent action,
+   behaviour cloning on the LAM labels (cross-entropy).
 4. Latent -> robot action map from a SMALL labelled set of N (observation, latent, robot action)
    samples, the only place the ground-truth actions enter: "table" = the mean robot action of each
    latent, "mlp" = a small MLP on (one-hot latent, the latent policy's frozen features).
@@ -16,7 +17,8 @@
    policy (uniform actions, the lower bound) and the scripted expert itself. Success = block within
    5 cm of the goal at the end (Fetch's own threshold); final block-goal distance in metres.
 
-The goal is hidden in the images (scene.py), so every learned policy gets the goal's xy as an input.
+The goal is hidden in the images (scene.py), so every learned policy gets the goal's xy as an input,
+and the gripper's xyz (proprioception, as a real arm reports it).
 All learned policies are trained with --seeds seeds (network init, label subset); evaluation episodes
 are the same for every policy. Success rates carry 95% Wilson intervals over all seeds' episodes,
 distances 95% bootstrap intervals.
@@ -41,6 +43,8 @@ ARTIFACT_DIR = "agents"
 SUCCESS_M = 0.05  # FetchPush's distance_threshold
 TABLE_XY = np.array([1.3, 0.75])  # FetchPush: object and goal are drawn within +-0.15 m of here
 GOAL_SCALE = 0.15
+GRIP_CENTRE, GRIP_SCALE = np.array([1.3, 0.75, 0.5]), np.array([0.2, 0.25, 0.1])  # the push workspace
+VEC_DIM = 5
 ACTION_DIMS = 3  # push blocks the fingers: only dx, dy, dz act
 MAPS = ("table", "mlp")
 
@@ -48,19 +52,38 @@ MAPS = ("table", "mlp")
 # ------------------------------------------------------------------------------------ simulator
 
 
-def _expert_class():
+def _warmup_class():
     from genie_robot.data.sim.policy import ScriptedPolicy
 
-    class ExpertPush(ScriptedPolicy):
-        """The scripted push policy on task only (no exploration segments) and always toward the env's goal."""
+    return ScriptedPolicy
 
-        def __init__(self, spec, rng):
-            super().__init__("push", spec, rng, task_prob=1.0)
 
-        def _target_xy(self):
-            return self.goal[:2].copy()
+def push_expert(grip_xyz: np.ndarray, obj_xyz: np.ndarray, goal_xyz: np.ndarray, table_z: float) -> np.ndarray:
+    """A memoryless scripted pusher: (3,) action in [-1, 1] from the gripper, block and goal positions.
 
-    return ExpertPush
+    The scripted policy of policy.py runs phases (approach, descend, push, lift) whose state a policy
+    cannot see in one frame, and behaviour cloning of it fails even from privileged state; this one is a
+    function of what the camera shows (plus the goal), so an oracle BC policy can learn it.
+    Away from the spot behind the block (on the line goal -> block): go there, above table height
+    while far (so it passes over the block). At the spot: push along the line, correcting sideways."""
+    d = goal_xyz[:2] - obj_xyz[:2]
+    if np.linalg.norm(d) < 0.02:
+        return np.zeros(3)
+    d = d / np.linalg.norm(d)
+    z = table_z - 0.005
+    behind = obj_xyz[:2] - 0.065 * d
+    off = grip_xyz[:2] - behind
+    along = float(off @ d)  # > 0: in front of the spot (toward the block)
+    side = off - along * d
+    if np.linalg.norm(side) > 0.02 or along < -0.03 or along > 0.04:  # not lined up: go to the spot
+        hover = 0.07 if np.linalg.norm(off) > 0.04 else 0.0
+        cmd = np.array([*(behind - grip_xyz[:2]), z + hover - grip_xyz[2]]) / 0.05
+        speed = 0.8
+    else:  # lined up: push, pulling back onto the line and down to the table
+        cmd = np.array([*(0.5 * d - side / 0.05), (z - grip_xyz[2]) / 0.05])
+        speed = 0.6
+    n = np.linalg.norm(cmd)
+    return cmd * (speed / n) if n > speed else cmd
 
 
 _scene_cache: dict = {}
@@ -77,7 +100,8 @@ def push_scene(resolution: int):
 def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames: bool = True) -> dict:
     """One FetchPush episode. Start: env reset(seed), then the scripted warm-up move to a random pose
     (as `genie-robot simulate` does), identical for every policy. Then `steps` steps of
-    act(frame_HW3, goal_xy_2) -> (>= 3,) action, or of the expert when act is None.
+    act(frame_HW3, vec_5) -> (>= 3,) action (vec: `observation_vector`, goal xy and gripper xyz), or of
+    the expert when act is None.
 
     Returns rgb (steps + 1, R, R, 3) uint8 (if keep_frames), action (steps, 4) float32, goal (3,),
     dist (steps + 1,) block-goal xy distance in metres, success, final_dist, start_dist."""
@@ -85,45 +109,54 @@ def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames
 
     sim = push_scene(resolution)
     sim.reset(seed)
-    expert = _expert_class()(sim.spec, np.random.default_rng([seed, 1]))
+    warm = _warmup_class()("push", sim.spec, np.random.default_rng([seed, 1]))  # the simulate warm-up move
+    for _ in range(int(warm.rng.integers(*WARMUP_STEPS))):
+        sim.step(warm.act(sim.grip_pos(), sim.object_pos(), sim.goal, sim.gripper_width()))
+    table_z = float(warm.table_z)
 
     def expert_act():
-        return expert.act(sim.grip_pos(), sim.object_pos(), sim.goal, sim.gripper_width())
+        return np.array([*push_expert(sim.grip_pos(), sim.object_pos(), sim.goal, table_z), 0.0], np.float32)
 
-    for _ in range(int(expert.rng.integers(*WARMUP_STEPS))):
-        sim.step(expert_act())
     goal = sim.goal
-    frames, actions, dist = [], [], []
+    frames, actions, dist, vecs = [], [], [], []
     for t in range(steps + 1):
         frame = sim.render()
         if keep_frames:
             frames.append(frame)
         dist.append(float(np.linalg.norm(sim.object_pos()[:2] - goal[:2])))
+        vecs.append(observation_vector(goal, sim.grip_pos()))
         if t == steps:
             break
         if act is None:
             a = expert_act()
         else:
             a = np.zeros(4, np.float32)
-            a[:ACTION_DIMS] = np.clip(np.asarray(act(frame, goal[:2]), np.float32)[:ACTION_DIMS], -1.0, 1.0)
+            a[:ACTION_DIMS] = np.clip(np.asarray(act(frame, vecs[-1]), np.float32)[:ACTION_DIMS], -1.0, 1.0)
         actions.append(a)
         sim.step(a)
     return {"rgb": np.stack(frames) if keep_frames else None, "action": np.asarray(actions, np.float32),
-            "goal": goal, "dist": np.asarray(dist), "success": dist[-1] < SUCCESS_M, "final_dist": dist[-1],
+            "goal": goal, "vec": np.asarray(vecs, np.float32), "dist": np.asarray(dist), "success": dist[-1] < SUCCESS_M, "final_dist": dist[-1],
             "start_dist": dist[0]}
 
 
-def goal_feature(goal_xy) -> np.ndarray:
-    """Goal xy (metres, world) -> roughly [-1, 1] (table-centred)."""
-    return ((np.asarray(goal_xy, np.float64)[..., :2] - TABLE_XY) / GOAL_SCALE).astype(np.float32)
+def observation_vector(goal_xyz, grip_xyz) -> np.ndarray:
+    """The non-image part of a policy's observation, (5,) float32 roughly in [-1, 1]: the goal's xy
+    (hidden in the images) and the gripper's xyz (proprioception, as a real arm reports it)."""
+    goal = (np.asarray(goal_xyz, np.float64)[:2] - TABLE_XY) / GOAL_SCALE
+    grip = (np.asarray(grip_xyz, np.float64)[:3] - GRIP_CENTRE) / GRIP_SCALE
+    return np.concatenate([goal, grip]).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------- networks
 
 
-def make_policy_net(out_dim: int, resolution: int, width: int = 128):
+def make_policy_net(out_dim: int, resolution: int, width: int = 128, keypoints: int = 32):
     """CNN over a uint8 frame (B, R, R, 3) plus the goal feature (B, 2) -> (B, out_dim).
-    `.features(...)` gives the (B, width) hidden layer the head reads (the map's input)."""
+
+    The usual visuomotor layout (Levine et al. 2016): a small conv trunk, then a spatial softmax that
+    turns each of `keypoints` feature maps into the expected (x, y) of its activation, so the head sees
+    where the block and the gripper are rather than a flattened map. `.features(...)` gives the
+    (B, width) hidden layer the head reads (the input of the "mlp" latent -> action map)."""
     import torch
     from torch import nn
 
@@ -131,18 +164,27 @@ def make_policy_net(out_dim: int, resolution: int, width: int = 128):
         def __init__(self):
             super().__init__()
             self.trunk = nn.Sequential(
-                nn.Conv2d(3, 16, 5, 2, 2), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-                nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU(), nn.Flatten())
-            side = math.ceil(math.ceil(math.ceil(resolution / 2) / 2) / 2)
-            self.hidden = nn.Sequential(nn.Linear(32 * side * side + 2, width), nn.ReLU())
+                nn.Conv2d(3, 32, 5, 2, 2), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(),
+                nn.Conv2d(32, 32, 3, 2 if resolution >= 32 else 1, 1), nn.ReLU(),
+                nn.Conv2d(32, keypoints, 3, 1, 1))
+            self.hidden = nn.Sequential(nn.Linear(2 * keypoints + VEC_DIM, width), nn.ReLU(), nn.Linear(width, width),
+                                        nn.ReLU())
             self.head = nn.Linear(width, out_dim)
 
-        def features(self, rgb_BHW3, goal_B2):
+        def keypoints(self, rgb_BHW3):
             x = rgb_BHW3.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            return self.hidden(torch.cat([self.trunk(x), goal_B2], 1))
+            f = self.trunk(x)  # (B, K, h, w)
+            B, K, h, w = f.shape
+            attn = torch.softmax(f.reshape(B, K, h * w), -1).reshape(B, K, h, w)
+            ys = torch.linspace(-1, 1, h, device=f.device)
+            xs = torch.linspace(-1, 1, w, device=f.device)
+            return torch.cat([(attn.sum(3) * ys).sum(2), (attn.sum(2) * xs).sum(2)], 1)  # (B, 2K)
 
-        def forward(self, rgb_BHW3, goal_B2):
-            return self.head(self.features(rgb_BHW3, goal_B2))
+        def features(self, rgb_BHW3, vec_B5):
+            return self.hidden(torch.cat([self.keypoints(rgb_BHW3), vec_B5], 1))
+
+        def forward(self, rgb_BHW3, vec_B5):
+            return self.head(self.features(rgb_BHW3, vec_B5))
 
     return PolicyNet()
 
@@ -259,7 +301,7 @@ def label_latents(wm, episodes: list[dict]) -> np.ndarray:
 
 def _flatten(episodes, latents_ET):
     rgb = np.concatenate([e["rgb"][:-1] for e in episodes])
-    goal = np.concatenate([np.repeat(goal_feature(e["goal"])[None], len(e["action"]), 0) for e in episodes])
+    goal = np.concatenate([e["vec"][:-1] for e in episodes])
     action = np.concatenate([e["action"][:, :ACTION_DIMS] for e in episodes])
     return rgb, goal, action, latents_ET.reshape(-1)
 
@@ -281,8 +323,8 @@ def _predict(net, rgb, goal, batch: int = 512) -> np.ndarray:
                                    torch.from_numpy(goal[i:i + batch])).numpy() for i in range(0, len(rgb), batch)])
 
 
-def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ...] = MAPS, expert_episodes: int = 60,
-                   eval_episodes: int = 20, steps: int = 80, epochs: int = 15, seed: int = 6000,
+def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ...] = MAPS, expert_episodes: int = 40,
+                   eval_episodes: int = 10, steps: int = 80, epochs: int = 10, seed: int = 6000,
                    gif_episodes: int = 2, progress: bool = True) -> dict:
     """The whole experiment on one world model; returns metrics, per-episode results and pictures' data."""
     import torch
@@ -377,9 +419,9 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ..
 def _net_actor(net):
     import torch
 
-    def act(frame_HW3, goal_xy):
+    def act(frame_HW3, vec):
         with torch.no_grad():
-            return net(torch.from_numpy(frame_HW3[None]), torch.from_numpy(goal_feature(goal_xy)[None]))[0].numpy()
+            return net(torch.from_numpy(frame_HW3[None]), torch.from_numpy(vec[None]))[0].numpy()
 
     return act
 
@@ -387,9 +429,9 @@ def _net_actor(net):
 def _latent_actor(lat_net, amap):
     import torch
 
-    def act(frame_HW3, goal_xy):
+    def act(frame_HW3, vec):
         with torch.no_grad():
-            f = lat_net.features(torch.from_numpy(frame_HW3[None]), torch.from_numpy(goal_feature(goal_xy)[None]))
+            f = lat_net.features(torch.from_numpy(frame_HW3[None]), torch.from_numpy(vec[None]))
             z = lat_net.head(f).argmax(1).numpy()
         return amap(z, f.numpy())[0]
 
@@ -479,7 +521,7 @@ def write_report(exp: dict, summary: dict, params: dict, labels, maps, out: Path
     lines = ["# Agents from latent actions (FetchPush, closed loop)", "",
              f"Expert videos: {params['expert_episodes']} scripted push episodes of {params['steps']} steps, "
              f"labelled with the frozen LAM ({exp['labelled_pool']} training transitions). Latent policy and oracle: "
-             f"the same CNN (frame + goal xy), {params['epochs']} epochs. Each policy is run on the same "
+             f"the same CNN (frame + goal xy + gripper xyz), {params['epochs']} epochs. Each policy is run on the same "
              f"{params['eval_episodes']} held-out episodes (seeds {exp['eval_seeds'][0]}..{exp['eval_seeds'][-1]}) "
              f"per training seed ({params['seeds']} seeds). Success: block within {SUCCESS_M * 100:.0f} cm of "
              "the goal after the last step. 95% intervals: Wilson (success), bootstrap (distance), over all "
@@ -567,10 +609,11 @@ def register_cli(subparsers) -> None:
                    help="labelled-sample counts for the latent -> robot action map (default 50,200,1000)")
     p.add_argument("--maps", default="table,mlp", help="map kinds: table, mlp or both (default table,mlp)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per policy (default 3)")
-    p.add_argument("--expert-episodes", type=int, default=60, help="scripted expert episodes (default 60)")
-    p.add_argument("--eval-episodes", type=int, default=20, help="closed-loop episodes per policy and seed")
-    p.add_argument("--steps", type=int, default=80, help="steps per episode (25 per second)")
-    p.add_argument("--epochs", type=int, default=15, help="epochs of the latent policy and the oracle")
+    p.add_argument("--expert-episodes", type=int, default=40, help="scripted expert episodes (default 40)")
+    p.add_argument("--eval-episodes", type=int, default=10,
+                   help="closed-loop episodes per policy and training seed (default 10)")
+    p.add_argument("--steps", type=int, default=80, help="steps per episode (25 per second; default 80)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of the latent policy and the oracle (default 10)")
     p.add_argument("--seed", type=int, default=6000,
                    help="expert episodes use seed + k, evaluation episodes seed + 100000 + k")
     p.set_defaults(func=run_cli)
