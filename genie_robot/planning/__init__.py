@@ -6,7 +6,8 @@
 
 Modules: scoring.py (goal distances), planner.py (CEM / random shooting, receding horizon),
 evaluate.py (`genie-robot plan-eval`), agents.py (`genie-robot agents`: latent-action policies
-mapped to robot actions from few labels). See docs/planning.md.
+mapped to robot actions from few labels), stats.py (confidence intervals), cli.py (registers the two
+subcommands). The ROS 2 service is ros_nodes/planner_service.py. See docs/planning.md.
 """
 
 from genie_robot.planning.planner import PlanResult, RecedingHorizonPlanner, plan
