@@ -91,6 +91,12 @@ class LatentActionConfig:
     # ignores the action (the LAM has collapsed into a next-frame predictor / image compressor).
     monitor_action_sensitivity: bool = True
     token_vocab: int = 0  # input="tokens": the tokenizer's codebook size V (unused for pixels)
+    # Frames the decoder sees to predict x_{t+1}: 0 = x_1..x_t (the paper), 1 = x_t only. On smooth
+    # scripted robot motion the history already predicts the next frame (constant velocity), the
+    # decoder ignores the action and the codes collapse to one (measured on the simulator at 8.3 fps:
+    # perplexity 1.0, action_sensitivity 1.00 for 150 steps); with x_t only, the motion must go
+    # through the action (as in LAPO-style forward models).
+    decoder_frames: int = 0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -108,6 +114,9 @@ class LatentActionConfig:
         _check_patch(self.resolution, self.patch, "latent action model")
         if self.input not in ("pixels", "tokens"):
             raise ValueError(f"LatentActionConfig.input must be 'pixels' or 'tokens', got {self.input!r}")
+        if self.decoder_frames not in (0, 1):
+            raise ValueError(f"LatentActionConfig.decoder_frames must be 0 (all past frames) or 1 (x_t only), "
+                             f"got {self.decoder_frames}")
         if self.input == "tokens" and self.token_vocab < 1:
             raise ValueError("LatentActionConfig.input='tokens' needs token_vocab = the tokenizer's num_codes "
                              "(training/train.py links it when left at 0 in a run's model overrides)")

@@ -116,6 +116,9 @@ class LatentActionModel(nn.Module):
     def _predict_next(self, x_BTNP: Tensor, aq_BT1D: Tensor) -> Tensor:
         """Predicted patches of frames 1..T-1 from frames 0..T-2 and actions (slot t: x_t + a_t)."""
         h = self._embed(x_BTNP[:, :-1], decoder=True) + self.action_embed(aq_BT1D)[:, :, None, :]
+        if self.cfg.decoder_frames == 1:  # each transition on its own: x_t + a_t -> x_{t+1}
+            B, T1, N, M = h.shape
+            return self.to_pixels(self.decoder(h.reshape(B * T1, 1, N, M))).reshape(B, T1, N, -1)
         return self.to_pixels(self.decoder(h))
 
     def forward(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float], Tensor]:

@@ -88,3 +88,26 @@ def test_learns_to_encode_the_action_when_the_future_is_unpredictable(cfg):
     truth = truth.flatten()
     purity = sum(torch.bincount(truth[codes == c]).max().item() for c in codes.unique()) / len(truth)
     assert purity > 0.45, purity
+
+
+def test_a_decoder_that_sees_only_x_t_ignores_earlier_frames():
+    import dataclasses
+
+    import torch
+
+    from genie_robot.models import preset
+    from genie_robot.models.latent_actions import LatentActionModel
+
+    cfg = dataclasses.replace(preset("tiny").lam, decoder_frames=1, random_time_offset=False)
+    lam = LatentActionModel(cfg).eval()
+    torch.manual_seed(0)
+    x = lam._inputs(torch.randint(0, 256, (1, 5, 16, 16, 3), dtype=torch.uint8))
+    a = torch.randn(1, 4, cfg.quantizer.code_dim)
+    y = lam._predict_next(x, a)
+    x2 = x.clone()
+    x2[:, :2] = torch.randn_like(x2[:, :2])  # change frames 0 and 1
+    y2 = lam._predict_next(x2, a)
+    assert torch.allclose(y[:, 2:], y2[:, 2:], atol=1e-6)  # predictions of frames 3, 4 use x_2, x_3 only
+    assert not torch.allclose(y[:, :2], y2[:, :2])
+    with pytest.raises(ValueError, match="decoder_frames"):
+        dataclasses.replace(cfg, decoder_frames=3)
