@@ -116,6 +116,7 @@ def test_frames_of_another_size_than_the_model_are_resized(wm0, frame, goal):
     assert r.frames_HHW3.shape == (2, 16, 16, 3)  # the model's resolution
 
 
+@pytest.mark.slow  # the ONNX export of the fixture: 15-35 s on the loaded machine
 def test_onnx_backend_plans_the_same(tiny_onnx_bundle, wm0, frame, goal):
     from genie_robot.runtime.world_model import WorldModel
 
