@@ -13,4 +13,4 @@ subcommands). The ROS 2 service is ros_nodes/planner_service.py. See docs/planni
 from genie_robot.planning.planner import PlanResult, RecedingHorizonPlanner, plan
 from genie_robot.planning.scoring import SCORES, GoalScorer
 
-__all__ = ["GoalScorer", "PlanResult", "RecedingHorizonPlanner", "SCORES", "plan"]
+__all__ = ["SCORES", "GoalScorer", "PlanResult", "RecedingHorizonPlanner", "plan"]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -235,7 +234,7 @@ class LatentActionMap:
         self.mlp = None
 
     def fit(self, latent_N: np.ndarray, action_N3: np.ndarray, feat_NF: np.ndarray | None = None,
-            steps: int = 500) -> "LatentActionMap":
+            steps: int = 500) -> LatentActionMap:
         latent_N = np.asarray(latent_N, np.int64)
         action_N3 = np.asarray(action_N3, np.float32)
         if len(latent_N) == 0 or len(latent_N) != len(action_N3):
