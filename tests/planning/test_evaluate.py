@@ -79,3 +79,17 @@ def test_plan_eval_command_writes_report_pictures_and_mlflow(tiny_bundle, tmp_pa
     assert main(["plan-eval", "--model", tiny_bundle, "--out", str(tmp_path / "x"), "--seed", "1000",
                  "--no-mlflow"]) == 2
     assert "overlap the training seeds" in capsys.readouterr().err
+
+
+def test_plan_eval_reads_episodes_from_a_store(tiny_bundle, tiny_store, tmp_path):
+    from genie_robot.cli import main
+
+    store = tiny_store(episodes=3, length=8)
+    out = tmp_path / "from_store"
+    assert main(["plan-eval", "--model", tiny_bundle, "--backend", "torch", "--store", store, "--first-episode", "1",
+                 "--episodes", "5", "--horizon", "2", "--samples", "4", "--iterations", "1", "--elites", "1",
+                 "--random", "2", "--eval-rollouts", "1", "--out", str(out), "--no-mlflow"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["episodes"]) == 2  # episodes 1 and 2 of the 3
+    assert main(["plan-eval", "--model", tiny_bundle, "--store", store, "--first-episode", "3",
+                 "--out", str(tmp_path / "none"), "--no-mlflow"]) == 2
