@@ -373,7 +373,8 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ..
             keep = gif and k < gif_episodes
             ep = run_episode(s, steps, R, act, keep_frames=keep)
             results.setdefault(name, []).append({"seed": s, "success": bool(ep["success"]),
-                                                 "final_dist": ep["final_dist"], "start_dist": ep["start_dist"]})
+                                                 "final_dist": ep["final_dist"], "start_dist": ep["start_dist"],
+                                                 "progress": 1.0 - ep["final_dist"] / max(ep["start_dist"], 1e-6)})
             if keep:
                 gifs.setdefault(name, []).append(ep["rgb"])
 
@@ -447,6 +448,7 @@ def summarize(results: dict[str, list[dict]]) -> dict[str, dict]:
     for name, eps in results.items():
         succ = sum(e["success"] for e in eps)
         out[name] = {"success": wilson(succ, len(eps)), "final_dist": mean_ci([e["final_dist"] for e in eps]),
+                     "progress": mean_ci([e["progress"] for e in eps]),
                      "start_dist": mean_ci([e["start_dist"] for e in eps]), "episodes": len(eps)}
     return out
 
@@ -525,15 +527,18 @@ def write_report(exp: dict, summary: dict, params: dict, labels, maps, out: Path
              f"per training seed ({params['seeds']} seeds). Success: block within {SUCCESS_M * 100:.0f} cm of "
              "the goal after the last step. 95% intervals: Wilson (success), bootstrap (distance), over all "
              "episodes of all seeds.", "",
-             "| policy | ground-truth actions used | success rate | final distance (m) | start distance (m) | episodes |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| policy | ground-truth actions used | success rate | final distance (m) | progress | start distance (m) "
+             "| episodes |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     gt = {"random": "0", "expert": "(scripted)", "oracle BC": f"all {exp['labelled_pool']}"}
     for name in _order(summary, labels, maps):
         s = summary[name]
         used = gt.get(name, name.split()[-1])
         lines.append(f"| {name} | {used} | {fmt_ci(s['success'], 2)} | {fmt_ci(s['final_dist'], 3)} | "
-                     f"{s['start_dist'][0]:.3f} | {s['episodes']} |")
-    lines += ["", "![success rate vs labels](success.png)", "", "![final distance vs labels](distance.png)", "",
+                     f"{fmt_ci(s['progress'], 2)} | {s['start_dist'][0]:.3f} | {s['episodes']} |")
+    lines += ["", "progress = 1 - final / start distance: the share of the way to the goal the block was pushed "
+              "(1 = on the goal, 0 = not moved closer, negative = pushed away).", "",
+              "![success rate vs labels](success.png)", "", "![final distance vs labels](distance.png)", "",
               "## Diagnostics (held-out expert transitions, mean over seeds)", "",
               "| quantity | value |", "| --- | --- |"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(exp["diagnostics"].items())]
@@ -589,7 +594,8 @@ def run_cli(args: argparse.Namespace) -> int:
         for name, s in summary.items():
             key = name.replace(" ", "_")
             metrics.update({f"{key}/success": s["success"][0], f"{key}/success_ci_low": s["success"][1],
-                            f"{key}/success_ci_high": s["success"][2], f"{key}/final_dist": s["final_dist"][0]})
+                            f"{key}/success_ci_high": s["success"][2], f"{key}/final_dist": s["final_dist"][0],
+                            f"{key}/progress": s["progress"][0]})
         metrics.update({k.replace(" ", "_"): v for k, v in exp["diagnostics"].items()})
         metrics = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
         run_id = log_to_mlflow(args.experiment, args.tracking_uri, "agents", params, metrics, out, ARTIFACT_DIR)

@@ -84,6 +84,8 @@ def test_agents_command_end_to_end(tiny_bundle, tmp_path):
     for s in m["summary"].values():
         rate, lo, hi = s["success"]
         assert 0 <= lo <= rate <= hi <= 1
+    for e in m["episodes"]["expert"]:
+        assert e["progress"] == pytest.approx(1 - e["final_dist"] / e["start_dist"])
     assert np.isclose(sum(m["latent_usage"]), 1.0)
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("genie-robot").experiment_id])
