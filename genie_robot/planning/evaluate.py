@@ -233,10 +233,10 @@ def run_cli(args: argparse.Namespace) -> int:
     from genie_robot.runtime.world_model import WorldModel
 
     try:
-        if args.threads:
-            import torch
+        if args.backend == "torch":
+            from genie_robot.device import configure_cpu_threads
 
-            torch.set_num_threads(args.threads)
+            configure_cpu_threads(args.threads or None)  # --threads, else GENIE_NUM_THREADS, else all cores
         wm = WorldModel.load(args.model, backend=args.backend, threads=args.threads or None, seed=args.seed)
         if args.store:
             episodes = store_episodes(args.store, args.episodes, args.first_episode)
