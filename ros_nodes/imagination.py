@@ -5,6 +5,7 @@ bounded queue of latent actions on a worker thread.
     world.reset(prompt_HW3, stamp_ns)      # the imagined world starts over at this frame
     world.push_action(3)                   # the worker steps once per action (mode "on_action")
     frames_BTHW3 = world.rollout(prompt_HW3, actions_BT)   # planners; shares the model lock
+    with world.exclusive(): plan(model, ...)                # any other use of the model between steps
 
 Frame k after a reset (k = 1, 2, ...) represents time stamp_ns + round(k * 1e9 / fps) (integer ns).
 
@@ -79,7 +80,7 @@ class Imagination:
         Pending actions are discarded. With publish_prompt, on_frame gets the prompt at the model's
         resolution as frame 0 (subscribers then know the world is ready). Raises ValueError for
         frames the model rejects."""
-        with self._exclusive(new_world=True):
+        with self.exclusive(new_world=True):
             state = self.model.reset(prompt_HW3)
             with self._cv:
                 self._state, self._prompt_stamp, self._k = state, int(stamp_ns), 0
@@ -108,12 +109,13 @@ class Imagination:
     def rollout(self, prompt_HW3: np.ndarray, actions_BT: np.ndarray) -> np.ndarray:
         """B action sequences of T steps from one prompt -> frames (B, T, H, W, 3) uint8. Waits for
         the model between two steps of the live world, which it leaves alone."""
-        with self._exclusive():
+        with self.exclusive():
             return self.model.rollout(prompt_HW3, actions_BT)
 
     @contextlib.contextmanager
-    def _exclusive(self, new_world: bool = False):
-        """The model for a reset or rollout: the worker takes no new action until it is done (a plain
+    def exclusive(self, new_world: bool = False):
+        """The model for a reset, a rollout or an outside caller (`with world.exclusive(): ...`, as the
+        ~/plan_to_goal service plans): the worker takes no new action until it is done (a plain
         lock would let a busy worker take it back between steps and starve the caller). new_world:
         drop the queued actions, and skip the one the worker may have taken but not started."""
         with self._cv:

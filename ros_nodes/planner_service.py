@@ -44,7 +44,7 @@ class PlanToGoalHandler:
 
         try:
             image_HW3, goal_HW3, kwargs = self._check(request)
-            with self.node.world._exclusive():  # the live world pauses between two of its steps
+            with self.node.world.exclusive():  # the live world pauses between two of its steps
                 result = self._plan(image_HW3, goal_HW3, kwargs)
         except (ImageError, ValueError) as exc:
             response.success, response.message = False, str(exc)
