@@ -2,6 +2,7 @@
 
     genie-robot plan-eval --model BUNDLE --out DIR [--episodes 8] [--horizon 4] [--method cem]
                           [--samples 64] [--iterations 3] [--score pixel] [--scene push] [--seed 5000]
+                          [--stride N]
 
 For each held-out episode (simulated with seeds outside the training range 1000-1599, or read from
 --store), a start frame s is drawn and the goal is the real frame s + H of the same episode. Four
@@ -12,6 +13,12 @@ latent-action sequences of length H are compared, each imagined from the start f
 - LAM (true video): the latent actions the LAM infers from the real frames s .. s + H, an upper
   reference (the actions that really led to the goal, as the model understands them);
 - and "start frame": the distance from the start frame itself to the goal (doing nothing).
+
+Frames are model steps: a model trained on every n-th frame (the bundle's `frame_stride`, --stride)
+imagines frames n source frames apart, so episodes are subsampled the same way (simulated for
+(frames - 1) * n + 1 simulator frames and every n-th kept, or read from the store every n-th frame).
+The goal is then H model steps = H * n source frames after the start, and the LAM labels transitions
+the model was trained on.
 
 Rollouts are sampled, so the planner's own search score is optimistic (it kept its luckiest draw).
 Every sequence is therefore imagined again, --eval-rollouts times with a seed the search never used,
@@ -48,24 +55,43 @@ def check_held_out(seed: int, episodes: int) -> None:
                          f"{TRAIN_SEEDS.stop - 1}; pick --seed {TRAIN_SEEDS.stop} or higher (default 5000)")
 
 
-def simulated_episodes(episodes: int, frames: int, resolution: int, scene: str, seed: int, progress=True):
-    """Held-out simulator episodes: list of (T, R, R, 3) uint8."""
+def model_stride(model: str) -> int:
+    """The bundle's training frame stride (`frame_stride` in manifest.json; 1 where it is absent): one
+    model step is this many source frames."""
+    from genie_robot.runtime import bundle, default_model
+
+    return int(bundle.read_manifest(default_model.resolve(model)).get("frame_stride", 1))
+
+
+def check_stride(stride: int) -> int:
+    if int(stride) < 1:
+        raise ValueError(f"--stride must be at least 1 (source frames per model step), got {stride}")
+    return int(stride)
+
+
+def simulated_episodes(episodes: int, frames: int, resolution: int, scene: str, seed: int, progress=True,
+                       stride: int = 1):
+    """Held-out simulator episodes at the model's frame rate: list of (frames, R, R, 3) uint8, each
+    simulated for (frames - 1) * stride + 1 simulator frames and every stride-th frame kept."""
     from tqdm import tqdm
 
     from genie_robot.data.sim.simulate import generate_episode
 
-    return [generate_episode(seed + k, frames, resolution, scene).rgb
+    stride = check_stride(stride)
+    return [generate_episode(seed + k, (frames - 1) * stride + 1, resolution, scene).rgb[::stride]
             for k in tqdm(range(episodes), desc=f"simulate {scene}", unit="ep", disable=not progress)]
 
 
-def store_episodes(path: str, episodes: int, first: int = 0):
+def store_episodes(path: str, episodes: int, first: int = 0, stride: int = 1):
+    """Episodes first .. first + episodes - 1 of a store, every stride-th frame: list of (T, H, W, 3)."""
     from genie_robot.data.store import EpisodeStore
 
+    stride = check_stride(stride)
     store = EpisodeStore.open(path)
     picked = range(first, min(store.num_episodes, first + episodes))
     if not picked:
         raise ValueError(f"--store {path} has {store.num_episodes} episodes; --first-episode {first} is past them")
-    return [store.frames(*store.episode_bounds(i)) for i in picked]
+    return [store.frames(*store.episode_bounds(i), stride) for i in picked]
 
 
 def _imagine(wm, prompt, actions_BH, seed):
@@ -78,10 +104,12 @@ def _imagine(wm, prompt, actions_BH, seed):
 
 def evaluate(wm, episodes: list[np.ndarray], *, horizon: int = 4, prompt_frames: int = 1, method: str = "cem",
              samples: int = 64, iterations: int = 3, elites: int = 8, score: str = "pixel", random: int = 16,
-             eval_rollouts: int = 4, seed: int = 0, progress: bool = True) -> dict:
-    """Runs the comparison on `episodes` (list of (T, H, W, 3) uint8 videos). Returns a dict with
-    per-episode records ("episodes"), summary metrics ("summary": method -> metric -> (mean, lo, hi)),
-    and the frames for pictures ("pictures")."""
+             eval_rollouts: int = 4, seed: int = 0, stride: int = 1, progress: bool = True) -> dict:
+    """Runs the comparison on `episodes` (list of (T, H, W, 3) uint8 videos at the model's frame rate,
+    i.e. already subsampled by `stride`). Returns a dict with per-episode records ("episodes": "start"
+    and "goal" index the given video, "start_frame" and "goal_frame" the source episode, stride
+    times those), summary metrics ("summary": method -> metric -> (mean, lo, hi)), and the frames for
+    pictures ("pictures")."""
     from tqdm import tqdm
 
     from genie_robot.planning.planner import plan
@@ -119,7 +147,8 @@ def evaluate(wm, episodes: list[np.ndarray], *, horizon: int = 4, prompt_frames:
         goal_N = wm.encode(goal)[0, 0]
         start_N = wm.encode(video[s])[0, 0]
         groups = {"planner": slice(0, K), "lam": slice(K, 2 * K), "random": slice(2 * K, 2 * K + random)}
-        rec = {"episode": e, "start": s, "goal": s + horizon, "planner_actions": result.actions_H.tolist(),
+        rec = {"episode": e, "start": s, "goal": s + horizon, "start_frame": s * stride,
+               "goal_frame": (s + horizon) * stride, "planner_actions": result.actions_H.tolist(),
                "lam_actions": lam_H.tolist(), "search_score": result.score, "plan_seconds": plan_s}
         for m, g in groups.items():
             rec[f"{m}/pixel_mse"] = float(pixel_distance(ends[g], goal).mean())
@@ -173,7 +202,9 @@ def write_report(results: dict, params: dict, out: Path) -> None:
     s = results["summary"]
     n = len(results["episodes"])
     lines = ["# Planning in imagination: goal distance of imagined end frames", "",
-             f"{n} held-out episodes; goal = the real frame {params['horizon']} steps after the start frame. "
+             f"{n} held-out episodes; goal = the real frame {params['horizon']} model steps after the start frame "
+             f"({params['horizon'] * params['stride']} source frames at stride {params['stride']}, the model's "
+             "training frame stride; episodes are subsampled alike). "
              f"Planner: {params['method']}, {params['samples']} samples x {params['iterations']} iterations, "
              f"{params['elites']} elites, score `{params['score']}` (docs/planning.md). Every sequence is imagined "
              f"again {params['eval_rollouts']} times with a seed the search did not use; the numbers are those "
@@ -238,21 +269,22 @@ def run_cli(args: argparse.Namespace) -> int:
 
             configure_cpu_threads(args.threads or None)  # --threads, else GENIE_NUM_THREADS, else all cores
         wm = WorldModel.load(args.model, backend=args.backend, threads=args.threads or None, seed=args.seed)
+        args.stride = check_stride(args.stride or model_stride(args.model))  # 0: the bundle's frame_stride
         if args.store:
-            episodes = store_episodes(args.store, args.episodes, args.first_episode)
+            episodes = store_episodes(args.store, args.episodes, args.first_episode, args.stride)
         else:
             check_held_out(args.seed, args.episodes)
             H, W = wm.resolution
             if H != W:
                 raise ValueError(f"the simulator renders square frames; this model is {W}x{H}: use --store")
-            episodes = simulated_episodes(args.episodes, args.frames, H, args.scene, args.seed)
+            episodes = simulated_episodes(args.episodes, args.frames, H, args.scene, args.seed, stride=args.stride)
         params = {k: getattr(args, k) for k in ("model", "backend", "episodes", "horizon", "prompt_frames", "method",
                                                 "samples", "iterations", "elites", "score", "random", "eval_rollouts",
-                                                "seed", "scene", "frames", "store")}
+                                                "seed", "scene", "frames", "store", "stride")}
         params["provider"] = wm.provider
         results = evaluate(wm, episodes, horizon=args.horizon, prompt_frames=args.prompt_frames, method=args.method,
                            samples=args.samples, iterations=args.iterations, elites=args.elites, score=args.score,
-                           random=args.random, eval_rollouts=args.eval_rollouts, seed=args.seed)
+                           random=args.random, eval_rollouts=args.eval_rollouts, seed=args.seed, stride=args.stride)
     except (ValueError, FileNotFoundError) as exc:
         print(f"genie-robot plan-eval: error: {exc}", file=sys.stderr)
         return 2
@@ -287,7 +319,8 @@ def register_cli(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     add_common_args(p)
     p.add_argument("--episodes", type=int, default=8, help="held-out episodes, one start/goal pair each (default 8)")
-    p.add_argument("--horizon", type=int, default=4, help="plan length H; the goal is the real frame H steps later")
+    p.add_argument("--horizon", type=int, default=4,
+                   help="plan length H; the goal is the real frame H model steps (H * stride frames) later")
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames up to the start given as the prompt")
     p.add_argument("--method", default="cem", choices=["cem", "random"])
     p.add_argument("--samples", type=int, default=64, help="candidate sequences per iteration (one batch)")
@@ -299,7 +332,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=5000,
                    help="first simulator episode seed (held out: not in 1000-1599) and sampling seed")
     p.add_argument("--scene", default="push", choices=["push", "pick", "slide", "mix"], help="simulator scene")
-    p.add_argument("--frames", type=int, default=24, help="frames per simulated episode")
+    p.add_argument("--frames", type=int, default=24,
+                   help="frames per simulated episode after subsampling (model steps + 1; default 24)")
+    p.add_argument("--stride", type=int, default=0,
+                   help="source frames per model step: keep every n-th simulated or stored frame "
+                        "(default 0: the bundle's training frame_stride, 1 if it records none)")
     p.add_argument("--store", default=None, help="read episodes from this store instead of simulating")
     p.add_argument("--first-episode", type=int, default=0, help="with --store: first episode index")
     p.set_defaults(func=run_cli)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 
-def export_tiny(root, onnx: bool, seed: int = 0) -> str:
+def export_tiny(root, onnx: bool, seed: int = 0, frame_stride: int | None = None) -> str:
+    """A tiny bundle through the real export; frame_stride: the training run's `train.frame_stride`
+    (recorded in the manifest by the export), None = a config without the key, as before strides."""
     import torch
 
     from genie_robot.models import Genie, preset
@@ -24,7 +26,10 @@ def export_tiny(root, onnx: bool, seed: int = 0) -> str:
         genie = Genie(preset("tiny"))
         with torch.no_grad():
             genie.dynamics.action_table.copy_(genie.lam.action_embeddings())
-        config = {"train": {"preset": "tiny", "model": {}}, "model": genie.cfg.to_dict(), "stage": "dynamics"}
+        train = {"preset": "tiny", "model": {}}
+        if frame_stride is not None:
+            train["frame_stride"] = frame_stride
+        config = {"train": train, "model": genie.cfg.to_dict(), "stage": "dynamics"}
         checkpoints.save_checkpoint(root / "dynamics", 1, weights=genie.state_dict(), config=config,
                                     state={"step": 1, "mlflow_run_id": None})
         out, _, _ = export_bundle(str(root / "dynamics"), root / "bundle", onnx=onnx)
@@ -53,6 +58,13 @@ def tiny_bundle(tmp_path_factory):
 def tiny_onnx_bundle(tmp_path_factory):
     """The same with ONNX graphs (~20 s: the export)."""
     return export_tiny(tmp_path_factory.mktemp("plan_onnx_bundle"), onnx=True)
+
+
+@pytest.fixture(scope="session")
+def stride2_bundle(tmp_path_factory):
+    """The tiny torch bundle of a model trained on every 2nd frame (manifest frame_stride 2). Seed 2:
+    a random LAM whose labels vary with the frames (seed 0's gives one latent for everything)."""
+    return export_tiny(tmp_path_factory.mktemp("plan_stride2_bundle"), onnx=False, seed=2, frame_stride=2)
 
 
 @pytest.fixture(scope="session")

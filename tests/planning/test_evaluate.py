@@ -5,11 +5,12 @@ end on simulator episodes: report folder, pictures, MLflow run."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from genie_robot.planning.evaluate import check_held_out, evaluate
+from genie_robot.planning.evaluate import check_held_out, evaluate, store_episodes
 from genie_robot.planning.scoring import pixel_distance
 
 
@@ -93,3 +94,65 @@ def test_plan_eval_reads_episodes_from_a_store(tiny_bundle, tiny_store, tmp_path
     assert len(m["episodes"]) == 2  # episodes 1 and 2 of the 3
     assert main(["plan-eval", "--model", tiny_bundle, "--store", store, "--first-episode", "3",
                  "--out", str(tmp_path / "none"), "--no-mlflow"]) == 2
+
+
+# ------------------------------------------------------------------------------ frame stride
+
+
+def test_model_stride_is_the_bundles_training_frame_stride(tiny_bundle, stride2_bundle, tmp_path):
+    from genie_robot.planning.evaluate import model_stride
+    from genie_robot.runtime.bundle import MANIFEST
+
+    assert model_stride(stride2_bundle) == 2
+    assert model_stride(tiny_bundle) == 1
+    old = tmp_path / "old_bundle"  # a bundle exported before strides: no key means every frame
+    old.mkdir()
+    manifest = json.loads((Path(tiny_bundle) / MANIFEST).read_text())
+    manifest.pop("frame_stride", None)
+    (old / MANIFEST).write_text(json.dumps(manifest))
+    assert model_stride(old) == 1
+
+
+def test_store_episodes_at_stride_put_the_goal_h_times_stride_frames_later(wm0, tiny_store):
+    # store frames carry their index in pixel [0, 0, 1] (tests/conftest.py)
+    store = tiny_store(episodes=2, length=11)
+    videos = store_episodes(store, 2, stride=2)
+    assert [v[:, 0, 0, 1].tolist() for v in videos] == [[0, 2, 4, 6, 8, 10]] * 2
+    res = evaluate(wm0, videos, horizon=3, samples=4, iterations=1, elites=1, random=2, eval_rollouts=1, stride=2,
+                   progress=False)
+    for rec, pic in zip(res["episodes"], res["pictures"]):
+        assert rec["goal_frame"] == rec["start_frame"] + 3 * 2
+        assert pic["start"][0, 0, 1] == rec["start_frame"] and pic["goal"][0, 0, 1] == rec["goal_frame"]
+        assert pic["real_HHW3"][:, 0, 0, 1].tolist() == [rec["start_frame"] + 2 * k for k in (1, 2, 3)]
+    with pytest.raises(ValueError, match="--stride must be at least 1"):
+        store_episodes(store, 1, stride=0)
+
+
+def test_plan_eval_takes_the_stride_from_the_bundle(stride2_bundle, tiny_bundle, tiny_store, tmp_path):
+    from genie_robot.cli import main
+
+    store = tiny_store(episodes=2, length=13)
+    common = ["--backend", "torch", "--store", store, "--episodes", "2", "--horizon", "2", "--samples", "4",
+              "--iterations", "1", "--elites", "1", "--random", "2", "--eval-rollouts", "1", "--no-mlflow"]
+    for model, extra, stride in ((stride2_bundle, [], 2), (stride2_bundle, ["--stride", "3"], 3),
+                                 (tiny_bundle, [], 1)):
+        out = tmp_path / f"s{stride}"
+        assert main(["plan-eval", "--model", model, "--out", str(out), *common, *extra]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["params"]["stride"] == stride
+        for rec in m["episodes"]:
+            assert rec["goal_frame"] - rec["start_frame"] == 2 * stride
+            assert rec["goal_frame"] <= 12  # inside the 13-frame episode
+        assert f"source frames at stride {stride}" in (out / "report.md").read_text()
+
+
+@pytest.mark.sim
+def test_simulated_episodes_at_stride_are_every_nth_simulator_frame():
+    pytest.importorskip("mujoco")
+    from genie_robot.data.sim.simulate import generate_episode
+    from genie_robot.planning.evaluate import simulated_episodes
+
+    (video,) = simulated_episodes(1, 4, 16, "push", 5000, progress=False, stride=3)
+    full = generate_episode(5000, 10, 16, "push").rgb  # (4 - 1) * 3 + 1 simulator frames
+    assert video.shape == (4, 16, 16, 3)
+    np.testing.assert_array_equal(video, full[::3])
