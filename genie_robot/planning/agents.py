@@ -1,21 +1,32 @@
 """`genie-robot agents`: robot policies from latent actions (Genie §3.3, LAPA-style), in the simulator.
 
     genie-robot agents --model BUNDLE --out DIR [--labels 50,200,1000] [--seeds 3] [--maps table,mlp]
+                       [--stride N]
 
 1. Expert videos: a memoryless scripted pusher (`push_expert`: get behind the block, push it along
    the line to the goal) on FetchPush at the model's resolution, after the same random warm-up move
    as `genie-robot simulate`.
-2. Latent labels: the frozen LAM of the world model labels every transition (`WorldModel.infer_actions`).
-   Only latent actions are used here; the simulator's actions are not.
+2. Latent labels: the frozen LAM of the world model labels every transition of one model step,
+   frame t -> frame t + stride (`label_latents`; stride = the bundle's training `frame_stride`, --stride:
+   a model trained on every 3rd frame knows 3-frame transitions, not single frames). Every t is a
+   transition, so the labelled pool does not shrink with the stride. Only latent actions are used
+   here; the simulator's actions are not.
 3. Latent policy: a small CNN, observation (camera frame + goal xy + gripper xyz) -> latent action,
    behaviour cloning on the LAM labels (cross-entropy).
 4. Latent -> robot action map from a SMALL labelled set of N (observation, latent, robot action)
    samples, the only place the ground-truth actions enter: "table" = the mean robot action of each
-   latent, "mlp" = a small MLP on (one-hot latent, the latent policy's frozen features).
+   latent, "mlp" = a small MLP on (one-hot latent, the latent policy's frozen features). The robot
+   action of a transition is the MEAN of its `stride` simulator actions (`transition_actions`): Fetch
+   moves its gripper target by 0.05 m x action per simulator step, so holding the mean for `stride`
+   steps moves it by the sum, the transition's own displacement (holding the sum would move it
+   `stride` times too far, and leave [-1, 1]).
 5. Closed loop on the push task: the combined policy (argmax latent -> map) against an oracle
    behaviour-cloning policy (the same CNN trained on ALL ground-truth actions, the upper bound), a random
-   policy (uniform actions, the lower bound) and the scripted expert itself. Success = block within
-   5 cm of the goal at the end (Fetch's own threshold); final block-goal distance in metres.
+   policy (uniform actions, the lower bound) and the scripted expert itself. Both learned policies
+   decide once per model step and hold the action for `stride` simulator steps; the oracle learns the
+   same per-transition mean action on the same frames, so the two differ only in where the action
+   comes from. The expert (the demonstrator) and random act every simulator step. Success = block
+   within 5 cm of the goal at the end (Fetch's own threshold); final block-goal distance in metres.
 
 The goal is hidden in the images (scene.py), so every learned policy gets the goal's xy as an input,
 and the gripper's xyz (proprioception, as a real arm reports it).
@@ -96,11 +107,13 @@ def push_scene(resolution: int):
     return _scene_cache[resolution]
 
 
-def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames: bool = True) -> dict:
+def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames: bool = True,
+                decide_every: int = 1) -> dict:
     """One FetchPush episode. Start: env reset(seed), then the scripted warm-up move to a random pose
-    (as `genie-robot simulate` does), identical for every policy. Then `steps` steps of
+    (as `genie-robot simulate` does), identical for every policy. Then `steps` simulator steps of
     act(frame_HW3, vec_5) -> (>= 3,) action (vec: `observation_vector`, goal xy and gripper xyz), or of
-    the expert when act is None.
+    the expert when act is None. act is asked every `decide_every` steps (a policy at the model's
+    frame rate) and its action held in between; the expert decides every step.
 
     Returns rgb (steps + 1, R, R, 3) uint8 (if keep_frames), action (steps, 4) float32, goal (3,),
     dist (steps + 1,) block-goal xy distance in metres, success, final_dist, start_dist."""
@@ -116,8 +129,11 @@ def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames
     def expert_act():
         return np.array([*push_expert(sim.grip_pos(), sim.object_pos(), sim.goal, table_z), 0.0], np.float32)
 
+    if decide_every < 1:
+        raise ValueError(f"decide_every must be at least 1 simulator step, got {decide_every}")
     goal = sim.goal
     frames, actions, dist, vecs = [], [], [], []
+    a = np.zeros(4, np.float32)
     for t in range(steps + 1):
         frame = sim.render()
         if keep_frames:
@@ -128,7 +144,7 @@ def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames
             break
         if act is None:
             a = expert_act()
-        else:
+        elif t % decide_every == 0:
             a = np.zeros(4, np.float32)
             a[:ACTION_DIMS] = np.clip(np.asarray(act(frame, vecs[-1]), np.float32)[:ACTION_DIMS], -1.0, 1.0)
         actions.append(a)
@@ -292,16 +308,34 @@ def collect_expert(episodes: int, steps: int, resolution: int, seed: int, progre
             tqdm(range(episodes), desc="expert episodes", unit="ep", disable=not progress)]
 
 
-def label_latents(wm, episodes: list[dict]) -> np.ndarray:
-    """(E, steps) latent actions the frozen LAM infers from the expert videos (one batched call)."""
+def label_latents(wm, episodes: list[dict], stride: int = 1) -> np.ndarray:
+    """(E, T - stride) latent actions the frozen LAM infers from the expert videos (E, T frames);
+    [:, t] labels the transition frame t -> frame t + stride, one model step. The LAM reads each
+    offset's subsampled video rgb[o::stride] (the frame rate it was trained on), one batched call per
+    offset, and the offsets interleave back to every t."""
     video = np.stack([e["rgb"] for e in episodes])
-    return wm.infer_actions(video)
+    E, T = video.shape[:2]
+    if not 1 <= stride < T:
+        raise ValueError(f"stride {stride} needs episodes of more than {stride} frames, got {T} "
+                         "(raise --steps)")
+    latents_ET = np.zeros((E, T - stride), np.int64)
+    for o in range(min(stride, T - stride)):
+        latents_ET[:, o::stride] = wm.infer_actions(video[:, o::stride])
+    return latents_ET
 
 
-def _flatten(episodes, latents_ET):
-    rgb = np.concatenate([e["rgb"][:-1] for e in episodes])
-    goal = np.concatenate([e["vec"][:-1] for e in episodes])
-    action = np.concatenate([e["action"][:, :ACTION_DIMS] for e in episodes])
+def transition_actions(action_T3: np.ndarray, stride: int) -> np.ndarray:
+    """(T, D) simulator actions -> (T + 1 - stride, D): [t] = the mean of actions t .. t + stride - 1,
+    the action whose holding for `stride` steps reproduces transition t -> t + stride (module docstring)."""
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(action_T3, np.float32), stride, axis=0)
+    return windows.mean(-1, dtype=np.float32)  # (T + 1 - stride, D, stride) -> (T + 1 - stride, D)
+
+
+def _flatten(episodes, latents_ET, stride: int = 1):
+    n = latents_ET.shape[1]  # transitions per episode: those that end inside it
+    rgb = np.concatenate([e["rgb"][:n] for e in episodes])
+    goal = np.concatenate([e["vec"][:n] for e in episodes])
+    action = np.concatenate([transition_actions(e["action"][:, :ACTION_DIMS], stride) for e in episodes])
     return rgb, goal, action, latents_ET.reshape(-1)
 
 
@@ -323,9 +357,10 @@ def _predict(net, rgb, goal, batch: int = 512) -> np.ndarray:
 
 
 def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ...] = MAPS, expert_episodes: int = 40,
-                   eval_episodes: int = 10, steps: int = 80, epochs: int = 10, seed: int = 6000,
+                   eval_episodes: int = 10, steps: int = 80, epochs: int = 10, seed: int = 6000, stride: int = 1,
                    gif_episodes: int = 2, progress: bool = True) -> dict:
-    """The whole experiment on one world model; returns metrics, per-episode results and pictures' data."""
+    """The whole experiment on one world model; returns metrics, per-episode results and pictures' data.
+    steps: simulator steps per episode; stride: simulator steps per model step (module docstring)."""
     import torch
     from tqdm import tqdm
 
@@ -333,13 +368,15 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ..
     if H != W:
         raise ValueError(f"the simulator renders square frames; this model is {W}x{H}")
     for name, v in (("seeds", seeds), ("expert_episodes", expert_episodes), ("eval_episodes", eval_episodes),
-                    ("steps", steps), ("epochs", epochs)):
+                    ("steps", steps), ("epochs", epochs), ("stride", stride)):
         if v < 1:
             raise ValueError(f"{name} must be at least 1, got {v}")
     if expert_episodes < 2:
         raise ValueError("expert_episodes must be at least 2 (one held out to measure the policies)")
     if not labels or any(n < 1 for n in labels):
         raise ValueError(f"labels must be positive sample counts, e.g. 50,200,1000; got {labels}")
+    if steps <= stride:
+        raise ValueError(f"steps ({steps}) must exceed the stride ({stride}): an episode needs a whole model step")
     for m in maps:
         if m not in MAPS:
             raise ValueError(f"unknown map {m!r}: use one of {', '.join(MAPS)}")
@@ -349,12 +386,12 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ..
     expert = collect_expert(expert_episodes, steps, R, seed, progress)
     timings["simulate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    latents_ET = label_latents(wm, expert)
+    latents_ET = label_latents(wm, expert, stride)
     timings["label_s"] = time.perf_counter() - t0
     n_val = max(1, expert_episodes // 10)
     train_eps, val_eps = expert[:-n_val], expert[-n_val:]
-    rgb, goal, action, latent = _flatten(train_eps, latents_ET[:-n_val])
-    v_rgb, v_goal, v_action, v_latent = _flatten(val_eps, latents_ET[-n_val:])
+    rgb, goal, action, latent = _flatten(train_eps, latents_ET[:-n_val], stride)
+    v_rgb, v_goal, v_action, v_latent = _flatten(val_eps, latents_ET[-n_val:], stride)
     pool = len(latent)
     too_many = [n for n in labels if n > pool]
     if too_many:
@@ -368,10 +405,10 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ..
     gifs: dict[str, list[np.ndarray]] = {}
     diag: dict[str, list[float]] = {}
 
-    def evaluate_policy(name, act, gif: bool):
+    def evaluate_policy(name, act, gif: bool, every: int = 1):
         for k, s in enumerate(tqdm(eval_seeds, desc=f"eval {name}", unit="ep", leave=False, disable=not progress)):
             keep = gif and k < gif_episodes
-            ep = run_episode(s, steps, R, act, keep_frames=keep)
+            ep = run_episode(s, steps, R, act, keep_frames=keep, decide_every=every)
             results.setdefault(name, []).append({"seed": s, "success": bool(ep["success"]),
                                                  "final_dist": ep["final_dist"], "start_dist": ep["start_dist"],
                                                  "progress": 1.0 - ep["final_dist"] / max(ep["start_dist"], 1e-6)})
@@ -398,7 +435,7 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ..
                   progress=progress)
         diag.setdefault("oracle/val_action_mse", []).append(
             float(((np.clip(_predict(oracle, v_rgb, v_goal), -1, 1) - v_action) ** 2).mean()))
-        evaluate_policy("oracle BC", _net_actor(oracle), gif)
+        evaluate_policy("oracle BC", _net_actor(oracle), gif, stride)
         pick = np.random.default_rng([seed, s, 5]).permutation(pool)
         for n in labels:
             idx = pick[:n]  # nested subsets: 50 of the 200, 200 of the 1000, per seed
@@ -407,12 +444,13 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ..
                 # decoding quality on held-out transitions, with the LAM's own labels
                 err = float(((m(v_latent, v_feats) - v_action) ** 2).mean())
                 diag.setdefault(f"latent {kind} {n}/val_action_mse", []).append(err)
-                evaluate_policy(f"latent {kind} {n}", _latent_actor(lat_net, m), gif and n == labels[len(labels) // 2])
+                evaluate_policy(f"latent {kind} {n}", _latent_actor(lat_net, m), gif and n == labels[len(labels) // 2],
+                                stride)
     timings["train_and_eval_s"] = time.perf_counter() - t0
     torch.set_num_threads(torch_threads)
     return {"results": results, "gifs": gifs, "diagnostics": {k: float(np.mean(v)) for k, v in diag.items()},
             "latent_usage": usage.tolist(), "latent_table": overall_table.tolist(), "timings": timings,
-            "labelled_pool": pool, "eval_seeds": eval_seeds,
+            "labelled_pool": pool, "eval_seeds": eval_seeds, "stride": stride,
             "expert_train_success": float(np.mean([e["success"] for e in expert]))}
 
 
@@ -520,9 +558,12 @@ def write_report(exp: dict, summary: dict, params: dict, labels, maps, out: Path
     from genie_robot.planning.stats import fmt_ci
 
     lines = ["# Agents from latent actions (FetchPush, closed loop)", "",
-             f"Expert videos: {params['expert_episodes']} scripted push episodes of {params['steps']} steps, "
-             f"labelled with the frozen LAM ({exp['labelled_pool']} training transitions). Latent policy and oracle: "
-             f"the same CNN (frame + goal xy + gripper xyz), {params['epochs']} epochs. Each policy is run on the same "
+             f"Expert videos: {params['expert_episodes']} scripted push episodes of {params['steps']} simulator steps, "
+             f"labelled with the frozen LAM ({exp['labelled_pool']} training transitions of one model step = "
+             f"{exp['stride']} simulator steps, frame t -> t + {exp['stride']}). Latent policy and oracle: "
+             f"the same CNN (frame + goal xy + gripper xyz), {params['epochs']} epochs; both decide every "
+             f"{exp['stride']} simulator steps and hold the action (the mean simulator action of a transition), "
+             "the expert and random act every step. Each policy is run on the same "
              f"{params['eval_episodes']} held-out episodes (seeds {exp['eval_seeds'][0]}..{exp['eval_seeds'][-1]}) "
              f"per training seed ({params['seeds']} seeds). Success: block within {SUCCESS_M * 100:.0f} cm of "
              "the goal after the last step. 95% intervals: Wilson (success), bootstrap (distance), over all "
@@ -571,11 +612,15 @@ def run_cli(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(max(1, args.threads or 1))
         wm = WorldModel.load(args.model, backend=args.backend, threads=args.threads or None)
+        from genie_robot.planning.evaluate import check_stride, model_stride
+
+        args.stride = check_stride(args.stride or model_stride(args.model))  # 0: the bundle's frame_stride
         params = {k: getattr(args, k) for k in ("model", "backend", "labels", "seeds", "maps", "expert_episodes",
-                                                "eval_episodes", "steps", "epochs", "seed")}
+                                                "eval_episodes", "steps", "epochs", "seed", "stride")}
         params["provider"] = wm.provider
         exp = run_experiment(wm, labels=labels, seeds=args.seeds, maps=maps, expert_episodes=args.expert_episodes,
-                             eval_episodes=args.eval_episodes, steps=args.steps, epochs=args.epochs, seed=args.seed)
+                             eval_episodes=args.eval_episodes, steps=args.steps, epochs=args.epochs, seed=args.seed,
+                             stride=args.stride)
     except (ValueError, FileNotFoundError) as exc:
         print(f"genie-robot agents: error: {exc}", file=sys.stderr)
         return 2
@@ -586,6 +631,7 @@ def run_cli(args: argparse.Namespace) -> int:
     write_report(exp, summary, params, labels, maps, out)
     (out / "metrics.json").write_text(json.dumps(
         {"params": params, "summary": summary, "diagnostics": exp["diagnostics"], "timings": exp["timings"],
+         "labelled_pool": exp["labelled_pool"],
          "latent_usage": exp["latent_usage"], "latent_table": exp["latent_table"], "episodes": exp["results"]},
         indent=1))
     print((out / "report.md").read_text())
@@ -617,7 +663,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--expert-episodes", type=int, default=40, help="scripted expert episodes (default 40)")
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="closed-loop episodes per policy and training seed (default 10)")
-    p.add_argument("--steps", type=int, default=80, help="steps per episode (25 per second; default 80)")
+    p.add_argument("--steps", type=int, default=80, help="simulator steps per episode (25 per second; default 80)")
+    p.add_argument("--stride", type=int, default=0,
+                   help="simulator steps per model step: LAM transitions t -> t + n, policies decide every n steps "
+                        "(default 0: the bundle's training frame_stride, 1 if it records none)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the latent policy and the oracle (default 10)")
     p.add_argument("--seed", type=int, default=6000,
                    help="expert episodes use seed + k, evaluation episodes seed + 100000 + k")

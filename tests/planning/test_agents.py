@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from genie_robot.planning.agents import LatentActionMap
+from genie_robot.planning.agents import LatentActionMap, label_latents, transition_actions
 
 
 def test_table_map_is_the_mean_action_of_each_latent():
@@ -62,6 +62,66 @@ def test_episodes_start_alike_for_every_policy_and_the_expert_pushes_to_the_goal
     np.testing.assert_array_equal(again["action"], expert["action"])
 
 
+# ------------------------------------------------------------------------------ frame stride
+
+
+def test_lam_labels_transitions_of_one_model_step(stride2_bundle):
+    # a stride-2 model knows frame t -> t + 2: interleave a clip V with noise frames; at stride 2 the
+    # even transitions must be the LAM's labels of V itself, which the noise never enters
+    from genie_robot.runtime.world_model import WorldModel
+
+    wm = WorldModel.load(stride2_bundle, backend="torch")
+    rng = np.random.default_rng(1)
+    V = rng.integers(0, 256, (2, 8, 16, 16, 3), dtype=np.uint8)
+    W = np.repeat(V, 2, 1)
+    W[:, 1::2] = rng.integers(0, 256, V.shape, dtype=np.uint8)
+    episodes = [{"rgb": w} for w in W]
+    labels = label_latents(wm, episodes, stride=2)
+    assert labels.shape == (2, 16 - 2)
+    np.testing.assert_array_equal(labels[:, 0::2], wm.infer_actions(V))
+    np.testing.assert_array_equal(labels[:, 1::2], wm.infer_actions(W[:, 1::2]))
+    # stride 1 (as before strides) labels the single-frame transitions, which here are other ones
+    single = label_latents(wm, episodes, stride=1)
+    np.testing.assert_array_equal(single, wm.infer_actions(W))
+    assert (single[:, :14:2] != labels[:, 0::2]).any()
+    with pytest.raises(ValueError, match="needs episodes of more than 16 frames"):
+        label_latents(wm, episodes, stride=16)
+
+
+def test_transition_action_is_the_mean_of_its_simulator_actions():
+    action = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.testing.assert_array_equal(transition_actions(action, 1), action)  # stride 1: unchanged
+    got = transition_actions(action, 3)
+    assert got.shape == (4, 2)
+    np.testing.assert_allclose(got, [action[t:t + 3].mean(0) for t in range(4)])
+
+
+@pytest.mark.sim
+def test_holding_the_mean_action_for_a_model_step_reproduces_the_expert_transitions():
+    # Fetch moves its gripper target by 0.05 m x action per step: holding the mean of a transition's
+    # 3 actions for 3 steps retraces the expert's gripper path at every model step (xy; z meets the table)
+    pytest.importorskip("mujoco")
+    from genie_robot.planning.agents import GRIP_SCALE, run_episode
+
+    stride, steps = 3, 60
+    expert = run_episode(106_000, steps, 16)
+    means = transition_actions(expert["action"][:, :3], stride)
+    err = {}
+    for name, table in (("mean", means), ("sum", means * stride), ("first", expert["action"][:, :3])):
+        asked = []
+
+        def act(frame, vec, table=table):
+            asked.append(frame)
+            return table[min(stride * (len(asked) - 1), len(table) - 1)]
+
+        ep = run_episode(106_000, steps, 16, act, keep_frames=False, decide_every=stride)
+        assert len(asked) == steps // stride  # one decision per model step, held in between
+        assert len(ep["action"]) == steps and (ep["action"][0] == ep["action"][stride - 1]).all()
+        err[name] = float((np.abs(ep["vec"][::stride, 2:4] - expert["vec"][::stride, 2:4]) * GRIP_SCALE[:2]).max())
+    assert err["mean"] < 0.005, err  # metres
+    assert err["mean"] < 0.25 * min(err["sum"], err["first"]), err
+
+
 @pytest.mark.sim
 @pytest.mark.slow  # 8-60 s on the loaded 2-core machine
 def test_agents_command_end_to_end(tiny_bundle, tmp_path):
@@ -92,3 +152,19 @@ def test_agents_command_end_to_end(tiny_bundle, tmp_path):
     assert "oracle_BC/success" in run.data.metrics and "latent_mlp_20/final_dist" in run.data.metrics
     assert main(["agents", "--model", tiny_bundle, "--out", str(tmp_path / "x"), "--labels", "5000",
                  "--expert-episodes", "2", "--steps", "10", "--no-mlflow"]) == 2
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_agents_command_takes_the_stride_from_the_bundle(stride2_bundle, tmp_path):
+    pytest.importorskip("mujoco")
+    from genie_robot.cli import main
+
+    out = tmp_path / "agents_stride2"
+    assert main(["agents", "--model", stride2_bundle, "--backend", "torch", "--out", str(out), "--labels", "5",
+                 "--maps", "table", "--seeds", "1", "--expert-episodes", "2", "--eval-episodes", "1", "--steps", "12",
+                 "--epochs", "1", "--no-mlflow"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["params"]["stride"] == 2
+    assert m["labelled_pool"] == 1 * (12 + 1 - 2)  # one training episode, transitions t -> t + 2 inside it
+    assert "one model step = 2 simulator steps" in (out / "report.md").read_text()
