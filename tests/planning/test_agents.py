@@ -9,7 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from genie_robot.planning.agents import LatentActionMap, label_latents, transition_actions
+from genie_robot.planning.agents import (
+    LatentActionMap,
+    label_latents,
+    transition_actions,
+)
 
 
 def test_table_map_is_the_mean_action_of_each_latent():
@@ -110,7 +114,7 @@ def test_holding_the_mean_action_for_a_model_step_reproduces_the_expert_transiti
     for name, table in (("mean", means), ("sum", means * stride), ("first", expert["action"][:, :3])):
         asked = []
 
-        def act(frame, vec, table=table):
+        def act(frame, vec, table=table, asked=asked):
             asked.append(frame)
             return table[min(stride * (len(asked) - 1), len(table) - 1)]
 
