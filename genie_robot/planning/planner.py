@@ -149,6 +149,10 @@ def plan(world_model, frame, goal_HW3: np.ndarray, horizon: int, *, method: str 
 class RecedingHorizonPlanner:
     """Re-plans at every step from the newest frame toward a fixed goal; `act(frame) -> latent action`.
 
+    One call is one model step: with a model trained on every n-th frame (the bundle's `frame_stride`)
+    call it every n camera frames and execute the action for those n frames, so the kept frames are
+    a model step apart, as the model saw them in training.
+
     Keeps the last `history` frames as the prompt (1 = the current frame only). Each plan is
     warm-started from the previous one shifted by one step: its remaining actions are tried as a
     candidate, and (CEM) its distribution seeds the next, with a uniform row appended at the end.
