@@ -375,8 +375,8 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 3, maps: tuple[str, ..
         raise ValueError("expert_episodes must be at least 2 (one held out to measure the policies)")
     if not labels or any(n < 1 for n in labels):
         raise ValueError(f"labels must be positive sample counts, e.g. 50,200,1000; got {labels}")
-    if steps <= stride:
-        raise ValueError(f"steps ({steps}) must exceed the stride ({stride}): an episode needs a whole model step")
+    if steps < stride:
+        raise ValueError(f"steps ({steps}) must be at least the stride ({stride}): an episode needs a whole model step")
     for m in maps:
         if m not in MAPS:
             raise ValueError(f"unknown map {m!r}: use one of {', '.join(MAPS)}")
