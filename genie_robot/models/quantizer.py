@@ -97,7 +97,12 @@ class VectorQuantizer(nn.Module):
             # error (k-means++ style): new codes go where the data is and is worst represented.
             error = 1 - (z * self.embeddings().float()[codes]).sum(-1)  # 1 - cosine similarity
             pick = torch.multinomial(error.clamp(min=1e-6), n_dead, replacement=True)
-            seeds = z[pick] + 0.01 * torch.randn_like(z[pick])
+            # Jitter (to split repeated picks) far smaller than the spread of the batch: early in
+            # training a LAM's outputs all lie within ~0.02 of their mean (cosine 0.9997), and a fixed
+            # 0.01-per-dim jitter (norm 0.06 at D=32) put every re-seeded code farther from the data than
+            # the one code in use, so none was ever picked and the LAM stayed collapsed.
+            spread = (z - z.mean(0)).norm(dim=-1).mean()
+            seeds = z[pick] + (0.05 * spread / z.shape[-1] ** 0.5) * torch.randn_like(z[pick])
             self.codebook.data[dead] = F.normalize(seeds, dim=-1).to(self.codebook.dtype)
             self.last_used[dead] = self.steps
             if distributed:

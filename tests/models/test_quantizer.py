@@ -56,3 +56,20 @@ def test_dead_codes_are_reseeded_from_encoder_outputs_and_eval_changes_nothing()
     sim = (vq.embeddings() @ data.t()).max(dim=1).values
     assert (sim > 0.95).float().mean() >= 14 / 16
     assert m["usage_perplexity"] > 1.0
+
+
+def test_reseeded_codes_win_data_even_when_all_outputs_are_nearly_identical():
+    """Early LAM outputs sit within ~0.02 of their mean (measured, cosine 0.9997); re-seeded codes must
+    still land among them and take assignments, or the codebook never recovers from a collapse."""
+    torch.manual_seed(0)
+    D = 32
+    vq = VectorQuantizer(QuantizerConfig(num_codes=8, code_dim=D, dead_after=2)).train()
+    centre = F.normalize(torch.randn(D), dim=0)
+    z = F.normalize(centre + 0.005 * torch.randn(256, D), dim=-1)  # spread ~0.03, as measured
+    with torch.no_grad():
+        vq.codebook.copy_(F.normalize(torch.randn(8, D), dim=-1))
+        vq.codebook[0] = centre  # one code takes everything: collapsed
+    for _ in range(4):  # codes 1..7 go dead and are re-seeded from the batch
+        vq(z)
+    _, codes, _, metrics = vq(z)
+    assert len(codes.unique()) >= 4 and metrics["perplexity"] > 1.2  # before the fix: 1 code, perplexity 1.0
