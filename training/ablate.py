@@ -29,6 +29,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -589,7 +590,7 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
         "- Peak memory: peak RSS (VmHWM) of the process that trained the stage, and in brackets its growth "
         "over the RSS at the start (after importing torch): the model, optimiser, activations and data (CPU; the "
         "paper reports GPU memory of the tokenizer). Throughput: median training frames/s of the stage (MLflow "
-        "`perf/frames_per_s`).",
+        "`perf/frames_per_s`); on a machine shared with other jobs it moves with their load: indicative only.",
         "- MLflow: one run per variant in the experiment "
         f"`{sweep.experiment}` (metrics, the variant's overrides, links to the stage runs), the stage "
         f"training runs in `{sweep.experiment}-stages`.",
@@ -758,7 +759,7 @@ def plot_results(sweep: Sweep, results: dict[str, dict], img_dir: Path) -> dict[
         x = np.arange(len(labels))
         ours_v = [np.nan if o is None else o for o in ours]
         ax.bar(x - 0.2, ours_v, 0.4, label="this repo (robot sim)", color="#3b75af")
-        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_xticks(x, [textwrap.fill(label, 16) for label in labels], fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("this repo", color="#3b75af", fontsize=8)
         if any(p is not None for p in paper):  # own axis: other data, other scale
@@ -804,7 +805,9 @@ def plot_results(sweep: Sweep, results: dict[str, dict], img_dir: Path) -> dict[
         ax.plot(p, loss, "o-", label="final val loss")
         ax.plot(p, train_loss, "s--", alpha=0.6, label="final train loss (last step)")
         ax.set_xscale("log")
-        ax.set_xlabel("dynamics parameters (M)")
+        ax.minorticks_off()
+        ax.set_xticks(p, [f"{x:.2f}" for x in p])
+        ax.set_xlabel("dynamics parameters (M, log scale)")
         ax.set_ylabel("MaskGIT cross-entropy")
         ax.set_title("Dynamics scaling at a fixed budget", fontsize=10)
         ax.legend(fontsize=8)
