@@ -296,7 +296,7 @@ class RealFeatures:
 
 
 def evaluate_variant(dynamics_final: str, sweep: Sweep, stores: list[str], val_fraction: float,
-                     real: RealFeatures) -> dict[str, Any]:
+                     real: RealFeatures, stride: int = 1) -> dict[str, Any]:
     """Tokenizer PSNR, ΔPSNR@t and FVD of one trained variant on the first frames of held-out episodes."""
     import torch
 
@@ -307,8 +307,8 @@ def evaluate_variant(dynamics_final: str, sweep: Sweep, stores: list[str], val_f
     ev = sweep.eval
     genie, _ = load_genie(dynamics_final)
     data = load_clips(stores[0], resolution=tuple(genie.cfg.tokenizer.resolution), frames=int(ev["frames"]),
-                      split=ev["split"], episodes=int(ev["clips"]), val_fraction=val_fraction)
-    clips = data["clips"]
+                      split=ev["split"], episodes=int(ev["clips"]), val_fraction=val_fraction, stride=stride)
+    clips = data["clips"]  # every `stride`-th frame, as the variant was trained
     t0 = time.perf_counter()
     with torch.no_grad():
         rec = tokenizer_reconstruction(genie.tokenizer, torch.from_numpy(clips))
@@ -417,7 +417,7 @@ def run_sweep(sweep: Sweep, *, stores: list[str], out: Path, tracking_uri: str, 
         dyn = run_stage(dyn_cfg, resume=resume, isolate=sweep.isolate)
         model_cfg = resolve_model_config(dyn_cfg)
         cost = model_cost(model_cfg)
-        ev = evaluate_variant(dyn["final"], sweep, stores, dyn_cfg.val_fraction, real)
+        ev = evaluate_variant(dyn["final"], sweep, stores, dyn_cfg.val_fraction, real, stride=dyn_cfg.frame_stride)
         result = {
             "name": v.name, "label": v.label, "groups": v.groups, "paper": v.paper, "model": v.model,
             "tokenizer_attention": model_cfg.tokenizer.attention, "lam_input": model_cfg.lam.input,
