@@ -97,6 +97,11 @@ class LatentActionConfig:
     # perplexity 1.0, action_sensitivity 1.00 for 150 steps); with x_t only, the motion must go
     # through the action (as in LAPO-style forward models).
     decoder_frames: int = 0
+    # "batch": standardise the continuous latents per dimension (BatchNorm without affine, running
+    # statistics at inference) before the l2-normalised lookup. A fresh encoder's latents all point the
+    # same way (measured: cosine 0.9997 to their mean), so every transition lands on one code and the
+    # codes' embeddings barely differ; centred latents spread over the sphere from the first step.
+    latent_norm: str = "none"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -114,6 +119,8 @@ class LatentActionConfig:
         _check_patch(self.resolution, self.patch, "latent action model")
         if self.input not in ("pixels", "tokens"):
             raise ValueError(f"LatentActionConfig.input must be 'pixels' or 'tokens', got {self.input!r}")
+        if self.latent_norm not in ("none", "batch"):
+            raise ValueError(f"LatentActionConfig.latent_norm must be 'none' or 'batch', got {self.latent_norm!r}")
         if self.decoder_frames not in (0, 1):
             raise ValueError(f"LatentActionConfig.decoder_frames must be 0 (all past frames) or 1 (x_t only), "
                              f"got {self.decoder_frames}")

@@ -58,6 +58,8 @@ class LatentActionModel(nn.Module):
         self.action_query = nn.Parameter(torch.randn(enc.width) * 0.02)
         self.encoder = STTransformer(enc, N + 1, cfg.context, cfg.random_time_offset)
         self.to_action = nn.Linear(enc.width, D)
+        if cfg.latent_norm == "batch":
+            self.latent_norm = nn.BatchNorm1d(D, affine=False)
         self.vq = VectorQuantizer(cfg.quantizer)
         if pixels:
             self.dec_patch_embed = nn.Linear(P, dec.width)
@@ -111,7 +113,14 @@ class LatentActionModel(nn.Module):
         B, T, _, M = h_BTNM.shape
         query_BT1M = self.action_query.to(h_BTNM.dtype).expand(B, T, 1, M)
         y_BTNM = self.encoder(torch.cat([query_BT1M, h_BTNM], dim=2), t0_B)
-        return self.to_action(y_BTNM[:, 1:, 0])
+        return self.latent(y_BTNM[:, 1:, 0])
+
+    def latent(self, y_M: Tensor) -> Tensor:
+        """Encoder output at the action token (…, M) -> continuous latent action (…, D)."""
+        z = self.to_action(y_M)
+        if self.cfg.latent_norm == "batch":
+            z = self.latent_norm(z.reshape(-1, z.shape[-1])).reshape(z.shape)
+        return z
 
     def _predict_next(self, x_BTNP: Tensor, aq_BT1D: Tensor) -> Tensor:
         """Predicted patches of frames 1..T-1 from frames 0..T-2 and actions (slot t: x_t + a_t)."""

@@ -108,7 +108,7 @@ class LamEncoderStep(nn.Module):
         h_BNM = lam.patch_embed(patchify(to_float(frames_BHW3)[:, None], lam.cfg.patch)[:, 0])
         query_B1M = lam.action_query.to(h_BNM.dtype).expand(h_BNM.shape[0], 1, h_BNM.shape[2])
         y_BNM, new = cached_step(lam.encoder, torch.cat([query_B1M, h_BNM], dim=1), kv, pos)
-        return lam.vq.quantize(lam.to_action(y_BNM[:, 0])), new
+        return lam.vq.quantize(lam.latent(y_BNM[:, 0])), new
 
 
 class DynamicsStep(nn.Module):

@@ -111,3 +111,26 @@ def test_a_decoder_that_sees_only_x_t_ignores_earlier_frames():
     assert not torch.allclose(y[:, :2], y2[:, :2])
     with pytest.raises(ValueError, match="decoder_frames"):
         dataclasses.replace(cfg, decoder_frames=3)
+
+
+def test_batch_normalised_latents_spread_over_the_codes_from_the_start():
+    import dataclasses
+
+    import torch
+
+    from genie_robot.models import preset
+    from genie_robot.models.latent_actions import LatentActionModel
+
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (4, 6, 16, 16, 3), dtype=torch.uint8)
+    used = {}
+    for norm in ("none", "batch"):
+        torch.manual_seed(1)
+        cfg = dataclasses.replace(preset("tiny").lam, latent_norm=norm)
+        lam = LatentActionModel(cfg).train()
+        _, metrics, _ = lam(frames)
+        used[norm] = metrics["vq/perplexity"]
+        lam.eval()  # running statistics at inference: deterministic, batch-independent labels
+        a = lam.infer_actions(frames)
+        assert torch.equal(lam.infer_actions(frames[:1]), a[:1])
+    assert used["batch"] > used["none"]
