@@ -102,6 +102,10 @@ class LatentActionConfig:
     # same way (measured: cosine 0.9997 to their mean), so every transition lands on one code and the
     # codes' embeddings barely differ; centred latents spread over the sphere from the first step.
     latent_norm: str = "none"
+    # True: the decoder predicts the change x_{t+1} - x_t, added to x_t's pixels. Its width-M bottleneck
+    # then spends nothing on re-drawing the static scene, so the loss is about what moved -- the part
+    # only the action can explain (needs pixel targets; with input="tokens" x_t's pixels are added).
+    decoder_residual: bool = False
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -122,13 +122,18 @@ class LatentActionModel(nn.Module):
             z = self.latent_norm(z.reshape(-1, z.shape[-1])).reshape(z.shape)
         return z
 
-    def _predict_next(self, x_BTNP: Tensor, aq_BT1D: Tensor) -> Tensor:
-        """Predicted patches of frames 1..T-1 from frames 0..T-2 and actions (slot t: x_t + a_t)."""
+    def _predict_next(self, x_BTNP: Tensor, aq_BT1D: Tensor, pixels_BTNP: Tensor | None = None) -> Tensor:
+        """Predicted patches of frames 1..T-1 from frames 0..T-2 and actions (slot t: x_t + a_t).
+        `pixels_BTNP`: the frames' pixel patches (decoder_residual adds x_t's to the prediction)."""
         h = self._embed(x_BTNP[:, :-1], decoder=True) + self.action_embed(aq_BT1D)[:, :, None, :]
         if self.cfg.decoder_frames == 1:  # each transition on its own: x_t + a_t -> x_{t+1}
             B, T1, N, M = h.shape
-            return self.to_pixels(self.decoder(h.reshape(B * T1, 1, N, M))).reshape(B, T1, N, -1)
-        return self.to_pixels(self.decoder(h))
+            out = self.to_pixels(self.decoder(h.reshape(B * T1, 1, N, M))).reshape(B, T1, N, -1)
+        else:
+            out = self.to_pixels(self.decoder(h))
+        if self.cfg.decoder_residual:
+            out = out + (x_BTNP if pixels_BTNP is None else pixels_BTNP)[:, :-1]
+        return out
 
     def forward(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
         """-> (loss, metrics, actions_BT1). Used by `loss` and by Genie.dynamics_loss (stage 2).
@@ -141,14 +146,14 @@ class LatentActionModel(nn.Module):
         aq_BT1D = aq_LD.view(B, T1, D)
         pixels_BTNP = x_BTNP if self.cfg.input == "pixels" else patchify(to_float(frames_BTHW3), self.cfg.patch)
         target_BTNP = pixels_BTNP[:, 1:]
-        mse = F.mse_loss(self._predict_next(x_BTNP, aq_BT1D).float(), target_BTNP)
+        mse = F.mse_loss(self._predict_next(x_BTNP, aq_BT1D, pixels_BTNP).float(), target_BTNP)
         loss = mse + vq_loss
         metrics = dict(zip(["loss", "mse", "vq_loss"], torch.stack([loss.detach(), mse.detach(), vq_loss.detach()]).tolist()))
         metrics.update({f"vq/{k}": v for k, v in vq_metrics.items()})
         if self.cfg.monitor_action_sensitivity and B * T1 > 1:
             with torch.no_grad():  # same frames, actions rolled by one across the batch
                 shuffled = aq_LD.detach().roll(1, dims=0).view(B, T1, D)
-                mse_shuffled = F.mse_loss(self._predict_next(x_BTNP, shuffled).float(), target_BTNP)
+                mse_shuffled = F.mse_loss(self._predict_next(x_BTNP, shuffled, pixels_BTNP).float(), target_BTNP)
             metrics["action_sensitivity"] = mse_shuffled.item() / max(mse.item(), 1e-12)
         return loss, metrics, actions_L.view(B, T1)
 

@@ -134,3 +134,21 @@ def test_batch_normalised_latents_spread_over_the_codes_from_the_start():
         a = lam.infer_actions(frames)
         assert torch.equal(lam.infer_actions(frames[:1]), a[:1])
     assert used["batch"] > used["none"]
+
+
+def test_a_residual_decoder_starts_from_copying_x_t():
+    import dataclasses
+
+    import torch
+
+    from genie_robot.models import preset
+    from genie_robot.models.latent_actions import LatentActionModel
+
+    cfg = dataclasses.replace(preset("tiny").lam, decoder_frames=1, decoder_residual=True)
+    lam = LatentActionModel(cfg)
+    with torch.no_grad():
+        lam.to_pixels.weight.zero_()
+        lam.to_pixels.bias.zero_()
+    x = lam._inputs(torch.randint(0, 256, (2, 4, 16, 16, 3), dtype=torch.uint8))
+    a = torch.randn(2, 3, cfg.quantizer.code_dim)
+    torch.testing.assert_close(lam._predict_next(x, a), x[:, :-1])  # zero change predicted: x_t itself
