@@ -143,8 +143,14 @@ def _io_shapes(path: Path) -> dict:
 
 
 def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = None, opset: int = DEFAULT_OPSET,
-                  ema: bool = True, onnx: bool = True, overwrite: bool = False) -> tuple[Path, dict, str | None]:
-    """Checkpoints -> bundle dir (see bundle.py). Returns (bundle dir, manifest, the source MLflow run id)."""
+                  ema: bool = True, onnx: bool = True, overwrite: bool = False,
+                  sampling: dict | None = None) -> tuple[Path, dict, str | None]:
+    """Checkpoints -> bundle dir (see bundle.py). Returns (bundle dir, manifest, the source MLflow run id).
+
+    `sampling`: new MaskGIT defaults for the bundle ({"maskgit_steps", "temperature", "order"}); they
+    change how frames are drawn, not the weights, and are recorded in the manifest."""
+    import dataclasses
+
     import onnx as onnx_lib
     import torch
     from safetensors.torch import save_file
@@ -153,6 +159,15 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
     from genie_robot.runtime import bundle
 
     genie, sources, run_id = load_checkpoints(dynamics, tokenizer, ema=ema)
+    sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
+    unknown = set(sampling) - {"maskgit_steps", "temperature", "order"}
+    if unknown:
+        raise ExportError(f"unknown sampling setting(s) {sorted(unknown)}: use maskgit_steps, temperature, order")
+    if sampling:
+        try:
+            genie.cfg.dynamics = dataclasses.replace(genie.cfg.dynamics, **sampling)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
     out = Path(out)
     if out.exists():
         if not overwrite:
@@ -169,7 +184,7 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
         cost = model_cost(genie.cfg)
         manifest = bundle.write_manifest(
             tmp, config=cfg_dict, preset=genie.cfg.name, opset=opset if onnx else None, graphs=shapes,
-            frame_stride=sources["dynamics"]["frame_stride"],
+            frame_stride=sources["dynamics"]["frame_stride"], sampling_overrides=sampling,
             sources=sources, mlflow_run_id=run_id, torch_version=torch.__version__, onnx_version=onnx_lib.__version__,
             model_cost={"total_params": cost["total"]["params"], "flops_per_frame": cost["total"]["flops_per_frame"]},
         )
@@ -202,8 +217,10 @@ def log_to_mlflow(bundle_dir: str | Path, run_id: str, tracking_uri: str | None 
 def run_cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        sampling = {"maskgit_steps": args.maskgit_steps, "temperature": args.temperature, "order": args.order}
         out, manifest, run_id = export_bundle(args.dynamics, args.out, tokenizer=args.tokenizer, opset=args.opset,
-                                              ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite)
+                                              ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite,
+                                              sampling=sampling)
     except (ExportError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -228,6 +245,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even where EMA weights exist")
     p.add_argument("--no-onnx", action="store_true", help="torch-backend bundle only (skip the ONNX graphs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle dir")
+    p.add_argument("--maskgit-steps", type=int, default=None, help="the bundle's default MaskGIT steps")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="the bundle's default sampling temperature (a briefly trained model draws cleaner "
+                        "frames below the paper's 2.0)")
+    p.add_argument("--order", default=None, choices=["random", "confidence"], help="the bundle's reveal order")
     p.add_argument("--mlflow", action="store_true", help="log the ONNX models to the MLflow run stored in the checkpoint")
     p.add_argument("--mlflow-run-id", default=None, help="log the ONNX models to this MLflow run (implies --mlflow)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")

@@ -140,3 +140,24 @@ def _make_checkpoint():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.make_checkpoint
+
+
+def test_export_can_set_the_bundles_sampling_defaults(tiny_export, tmp_path, capsys):
+    import json
+
+    from genie_robot.cli import main
+    from genie_robot.runtime.world_model import WorldModel
+
+    ckpt = tiny_export[1]
+    out = tmp_path / "b"
+    assert main(["export", "--dynamics", str(ckpt), "--out", str(out), "--no-onnx", "--temperature", "0.5",
+                 "--maskgit-steps", "3", "--order", "confidence"]) == 0
+    cfg = json.loads((out / "config.json").read_text())["dynamics"]
+    assert (cfg["temperature"], cfg["maskgit_steps"], cfg["order"]) == (0.5, 3, "confidence")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sampling_overrides"] == {"temperature": 0.5, "maskgit_steps": 3, "order": "confidence"}
+    wm = WorldModel.load(out, backend="torch")
+    assert (wm.temperature, wm.steps, wm.order) == (0.5, 3, "confidence")
+    assert main(["export", "--dynamics", str(ckpt), "--out", str(tmp_path / "c"), "--no-onnx",
+                 "--maskgit-steps", "0"]) == 2
+    assert "maskgit_steps must be >= 1" in capsys.readouterr().err
