@@ -64,8 +64,9 @@ def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True,
             raise EvalError(f"--tokenizer: {exc}") from None
         if tok_config.get("stage") != "tokenizer":
             raise EvalError(f"--tokenizer {tokenizer} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer")
-        if (GenieConfig.from_dict(tok_config["model"]).to_dict()["tokenizer"]
-                != GenieConfig.from_dict(config["model"]).to_dict()["tokenizer"]):
+        from genie_robot.runtime.export import _tokenizer_dict
+
+        if _tokenizer_dict(tok_config["model"]) != _tokenizer_dict(config["model"]):
             raise EvalError(f"--tokenizer {tokenizer} has another tokenizer config than the dynamics run was trained with")
         genie.tokenizer.load_state_dict(tok_weights)
     return genie.to(torch.device(device)).eval().requires_grad_(False), config

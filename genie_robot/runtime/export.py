@@ -68,7 +68,7 @@ def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool =
     run_id = (ck.state or {}).get("mlflow_run_id")
     if tokenizer is not None:
         tck, tweights, tsrc = load(tokenizer, "tokenizer", "tokenizer")
-        theirs = GenieConfig.from_dict(tck.config["model"]).to_dict()["tokenizer"]  # defaults of newer fields
+        theirs = _tokenizer_dict(tck.config["model"])  # with the defaults of fields added since
         ours = cfg.to_dict()["tokenizer"]
         if theirs != ours:
             diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
@@ -77,6 +77,17 @@ def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool =
         genie.tokenizer.load_state_dict(tweights)
         sources["tokenizer"] = tsrc
     return genie.eval(), sources, run_id
+
+
+def _tokenizer_dict(model_config: dict) -> dict:
+    """The tokenizer part of a saved model config, normalised through GenieConfig when it builds (so
+    that configs saved before a field existed compare equal), else as saved."""
+    from genie_robot.models.configs import GenieConfig
+
+    try:
+        return GenieConfig.from_dict(model_config).to_dict()["tokenizer"]
+    except (TypeError, ValueError, KeyError):
+        return model_config["tokenizer"]
 
 
 def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict:
