@@ -45,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_reporting_errors(job, args: argparse.Namespace) -> int:
+    """Run `job(args)` with INFO logging; a bad input (missing file, wrong value, runtime problem the
+    user fixes) is printed as one `error:` line and exit status 2 instead of a traceback."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return job(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

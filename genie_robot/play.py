@@ -13,7 +13,6 @@ or, by default, the MuJoCo simulator (genie_robot.data.sim.simulate.generate_epi
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -111,12 +110,9 @@ def play(args: argparse.Namespace) -> int:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return play(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from genie_robot.cli import run_reporting_errors
+
+    return run_reporting_errors(play, args)
 
 
 def register_cli(subparsers) -> None:

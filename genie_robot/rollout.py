@@ -14,8 +14,6 @@ holds the same frames as a grid, and the per-frame PSNR against the real clip is
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,12 +104,9 @@ def rollout(args: argparse.Namespace) -> int:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return rollout(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from genie_robot.cli import run_reporting_errors
+
+    return run_reporting_errors(rollout, args)
 
 
 def register_cli(subparsers) -> None:
