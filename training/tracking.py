@@ -156,3 +156,28 @@ def system_info(device, world_size: int = 1) -> dict[str, str]:
         info["sys.cuda"] = str(torch.version.cuda)
         info["sys.gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def log_report_run(*, experiment: str, tracking_uri: str | None, run_name: str, params: dict, metrics: dict,
+                   out: str | Path, artifact_dir: str, tags: dict[str, str] | None = None,
+                   curves: dict[str, list] | None = None) -> str:
+    """One finished MLflow run for a report folder (eval, plan-eval, agents): params, metrics at step 0,
+    `curves` as per-step series (None entries skipped), every file of `out` under `artifact_dir`.
+    Returns the run id; the run is marked FAILED if logging breaks half way."""
+    tracker = Tracker(experiment=experiment, run_name=run_name, tracking_uri=tracking_uri,
+                      tags={"stage": run_name, "sys.git_commit": git_commit(), **(tags or {})})
+    try:
+        tracker.log_params(params)
+        tracker.log_metrics(metrics, step=0)
+        for name, values in (curves or {}).items():
+            for step, v in enumerate(values):
+                if v is not None:
+                    tracker.log_metrics({name: v}, step=step)
+        for path in sorted(Path(out).iterdir()):
+            if path.is_file():
+                tracker.log_artifact(path, artifact_dir)
+        tracker.finish()
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    return tracker.run_id

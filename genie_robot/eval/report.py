@@ -445,7 +445,7 @@ def run_cli(args: argparse.Namespace) -> int:
     import torch
 
     from genie_robot.device import configure_cpu_threads, pick_device
-    from training.tracking import Tracker
+    from training.tracking import log_report_run
 
     try:
         device = pick_device(args.device)
@@ -495,25 +495,15 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
 
     source = args.dynamics if args.model is None else f"bundle:{args.model}"
-    tracker = Tracker(experiment=args.experiment, run_name="eval", tracking_uri=args.tracking_uri,
-                      tags={"stage": "eval", "dynamics": str(source), "store": str(args.store)})
-    try:
-        tracker.log_params({"dynamics": source, "ood": ",".join(args.ood or []), "tokenizer": args.tokenizer or "(from dynamics)",
-                            "store": args.store, "split": args.split, "episodes": len(data["episodes"]),
-                            "frames": frames, "seed": args.seed, "ema": not args.no_ema, "fvd": args.fvd})
-        tracker.log_metrics(_mlflow_metrics(results), step=0)
-        for t, v in enumerate(results["delta_psnr/curve"]):
-            if v is not None:
-                tracker.log_metrics({"delta_psnr": v}, step=t)
-        for path in sorted(out.iterdir()):
-            if path.is_file():
-                tracker.log_artifact(path, REPORT_ARTIFACT_DIR)
-        tracker.finish()
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
+    params = {"dynamics": source, "ood": ",".join(args.ood or []), "tokenizer": args.tokenizer or "(from dynamics)",
+              "store": args.store, "split": args.split, "episodes": len(data["episodes"]), "frames": frames,
+              "seed": args.seed, "ema": not args.no_ema, "fvd": args.fvd}
+    run_id = log_report_run(experiment=args.experiment, tracking_uri=args.tracking_uri, run_name="eval",
+                            params=params, metrics=_mlflow_metrics(results), out=out,
+                            artifact_dir=REPORT_ARTIFACT_DIR, tags={"dynamics": str(source), "store": str(args.store)},
+                            curves={"delta_psnr": results["delta_psnr/curve"]})
     t4 = results.get("delta_psnr/t4")
-    print(f"report: {out / 'report.md'}  (MLflow run {tracker.run_id})")
+    print(f"report: {out / 'report.md'}  (MLflow run {run_id})")
     print(f"recon PSNR {results['recon/psnr']:.2f} dB, ΔPSNR(t=4) {'n/a' if t4 is None else f'{t4:.3f}'} dB, "
           f"NMI {results.get('latent/nmi', float('nan')):.3f}")
     return 0

@@ -243,21 +243,10 @@ def flat_metrics(summary: dict) -> dict[str, float]:
 def log_to_mlflow(experiment: str, tracking_uri: str | None, run_name: str, params: dict, metrics: dict,
                   out: Path, artifact_dir: str) -> str:
     """One MLflow run through training/tracking.py: params, metrics (step 0), every file in `out`."""
-    from training.tracking import Tracker, git_commit
+    from training.tracking import log_report_run
 
-    tracker = Tracker(experiment=experiment, run_name=run_name, tracking_uri=tracking_uri,
-                      tags={"stage": run_name, "sys.git_commit": git_commit()})
-    try:
-        tracker.log_params(params)
-        tracker.log_metrics(metrics, step=0)
-        for path in sorted(out.iterdir()):
-            if path.is_file():
-                tracker.log_artifact(path, artifact_dir)
-        tracker.finish()
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    return tracker.run_id
+    return log_report_run(experiment=experiment, tracking_uri=tracking_uri, run_name=run_name, params=params,
+                          metrics=metrics, out=out, artifact_dir=artifact_dir)
 
 
 def run_cli(args: argparse.Namespace) -> int:
