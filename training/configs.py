@@ -23,17 +23,21 @@ from typing import Any
 
 import yaml
 
-STAGES = ("tokenizer", "dynamics")
+STAGES = ("tokenizer", "lam", "dynamics")
 
 
 @dataclass
 class TrainConfig:
     # what to train
-    stage: str = "tokenizer"  # "tokenizer" (stage 1) | "dynamics" (stage 2: LAM + dynamics, tokenizer frozen)
+    # "tokenizer" (stage 1) | "lam" (the latent action model alone) | "dynamics" (stage 2: dynamics on the
+    # frozen tokenizer, with the frozen LAM of `lam`, or co-training the LAM when `lam` is None: the paper)
+    stage: str = "tokenizer"
     preset: str = "cpu"  # genie_robot.models.configs.preset(name): "tiny" | "cpu" | "paper"
     model: dict = field(default_factory=dict)  # overrides of the preset, e.g. {"dynamics": {"depth": 4}}
     tokenizer: str | None = None  # stage 2: tokenizer checkpoint dir, or a stage-1 run dir (latest checkpoint)
     tokenizer_weights: str = "ema"  # stage 2: "ema" (the tokenizer's EMA weights when saved) or "raw"
+    lam: str | None = None  # stage 2: a `train lam` checkpoint or run dir, frozen; None: LAM trains jointly
+    lam_weights: str = "ema"  # stage 2 with `lam`: "ema" or "raw"
 
     # data
     stores: list[str] = field(default_factory=list)  # Zarr episode stores (paths or fsspec URLs)
@@ -84,8 +88,9 @@ class TrainConfig:
         for name in ("batch_size", "max_steps", "log_every", "val_every", "ckpt_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.tokenizer_weights not in ("ema", "raw"):
-            raise ValueError(f"tokenizer_weights must be 'ema' or 'raw', got {self.tokenizer_weights!r}")
+        for name in ("tokenizer_weights", "lam_weights"):
+            if getattr(self, name) not in ("ema", "raw"):
+                raise ValueError(f"{name} must be 'ema' or 'raw', got {getattr(self, name)!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.min_lr > self.lr:

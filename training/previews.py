@@ -77,3 +77,25 @@ def rollout_preview(genie, frames_BTHW3: torch.Tensor, out_dir: Path, step: int,
     gif_path = out_dir / f"rollout_{step:08d}.gif"
     save_gif(movie, gif_path, fps=4)
     return [grid_path, gif_path]
+
+
+@torch.no_grad()
+def lam_preview(lam, frames_BTHW3: torch.Tensor, out_dir: Path, step: int) -> list[Path]:
+    """Grid: per held-out window, the real x_t, x_t+1 and the LAM decoder's x_t+1 for each of the |A|
+    actions from x_t (column 'a k'): each column should move the arm one way (conv LAM only)."""
+    from genie_robot.data.preview import frame_grid, save_image
+
+    if not hasattr(lam, "predict_next"):
+        return []
+    starts = frames_BTHW3[:, 0]
+    A = lam.cfg.num_actions
+    rows, labels = [], []
+    inferred = lam.infer_actions(frames_BTHW3[:, :2])[:, 0].tolist()
+    for i in range(starts.shape[0]):
+        preds = lam.predict_next(starts[i : i + 1].repeat(A, 1, 1, 1), torch.arange(A, device=starts.device))
+        row = torch.cat([frames_BTHW3[i, :2], preds]).cpu().numpy()
+        rows.append(row)
+        labels.append(f"real x_t, x_t+1 (a {inferred[i]}) | a 0..{A - 1}")
+    path = Path(out_dir) / f"lam_{step:08d}.png"
+    save_image(frame_grid(rows, labels=labels, scale=_scale(frames_BTHW3)), path)
+    return [path]

@@ -234,6 +234,11 @@ class Stage:
     resolution: tuple[int, int] | None = None  # (H, W) the model expects; stores are checked against it
     preview: Callable[[nn.Module, torch.Tensor, Path, int], list[Path]] | None = None
     frozen: list[nn.Module] | None = None
+    # batch keys besides "frames" that `loss` takes as keyword arguments (e.g. "transition_actions")
+    batch_keys: tuple[str, ...] = ()
+    # `monitor(model, val_set, device)` -> {name: float}: held-out behaviour beyond the loss (code usage,
+    # NMI with the ground truth, ΔPSNR), logged as "monitor/<name>" at every validation
+    monitor: Callable[[nn.Module, object, torch.device], dict] | None = None
 
     def train_mode(self) -> None:
         self.model.train()
@@ -248,8 +253,8 @@ class _LossForward(nn.Module):
         super().__init__()
         self.model, self._loss = model, loss
 
-    def forward(self, frames_BTHW3: torch.Tensor):
-        return self._loss(self.model, frames_BTHW3)
+    def forward(self, frames_BTHW3: torch.Tensor, **extra):
+        return self._loss(self.model, frames_BTHW3, **extra)
 
 
 def resolve_model_config(cfg: TrainConfig):
@@ -264,20 +269,61 @@ def resolve_model_config(cfg: TrainConfig):
         tok, lam, dyn = d["tokenizer"], d["lam"], d["dynamics"]
         if lam["resolution"] == base["lam"]["resolution"]:
             lam["resolution"] = tok["resolution"]
+        from genie_robot.models.configs import LatentActionConfig, TokenizerConfig
+
+        tok_cfg = TokenizerConfig(**_plain(tok, TokenizerConfig))
         if lam.get("input") == "tokens":  # the token-input LAM reads the tokenizer's grid and vocabulary
             if lam["patch"] == base["lam"]["patch"]:
                 lam["patch"] = tok["patch"]
             if lam["token_vocab"] == base["lam"]["token_vocab"]:
-                lam["token_vocab"] = tok["quantizer"]["num_codes"]
-        linked = {"vocab_size": tok["quantizer"]["num_codes"],
-                  "grid": [r // tok["patch"] for r in tok["resolution"]],
-                  "num_actions": lam["quantizer"]["num_codes"], "action_dim": lam["quantizer"]["code_dim"]}
+                lam["token_vocab"] = tok_cfg.num_codes
+        lam_cfg = LatentActionConfig(**_plain(lam, LatentActionConfig))
+        linked = {"vocab_size": tok_cfg.num_codes, "grid": [r // tok["patch"] for r in tok["resolution"]],
+                  "num_actions": lam_cfg.num_actions, "action_dim": lam_cfg.action_dim}
+        if dyn.get("action_source") == "ground_truth":  # the control reads the store's actions, not the LAM
+            linked = {k: v for k, v in linked.items() if k in ("vocab_size", "grid")}
         for key, value in linked.items():
             if dyn[key] == base["dynamics"][key]:
                 dyn[key] = value
         return GenieConfig.from_dict(d)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model config: {exc}") from None
+
+
+def _plain(d: dict, cls) -> dict:
+    """A config dict's top-level scalar fields only (enough to compute derived counts)."""
+    import dataclasses
+
+    nested = {f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
+              and dataclasses.is_dataclass(f.default_factory())}
+    out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k not in nested}
+    if "quantizer" in d:
+        from genie_robot.models.configs import QuantizerConfig
+
+        out["quantizer"] = QuantizerConfig(**d["quantizer"])
+    return out
+
+
+def _load_frozen(path_spec: str, stage_name: str, ema: bool, ours: dict, what: str, train_cmd: str):
+    """Weights of a finished `train <stage_name>` run whose `what` part of the model config equals
+    `ours` -> state dict. Raises ConfigError naming the fix."""
+    try:
+        path = ckpt_io.resolve_checkpoint(path_spec)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} checkpoint missing: {exc}; train one with `{train_cmd}`") from None
+    weights, config = ckpt_io.load_weights(path, ema=ema)
+    if config.get("stage") != stage_name:
+        raise ConfigError(f"{path} is a {config.get('stage')!r} checkpoint, not a {stage_name} one; "
+                          f"pass a `{train_cmd}` run")
+    theirs, mine = flatten(_normalised(config["model"])[what]), flatten(ours)
+    if theirs != mine:
+        diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)}
+        raise ConfigError(
+            f"{what} checkpoint {path} was trained with another {what} config; differing fields "
+            f"(checkpoint, this run): {diff}. Use that run's preset and model.{what}.* overrides "
+            f"(preset {config['train']['preset']!r}, overrides {config['train']['model'].get(what, {})})"
+        )
+    return path, weights
 
 
 def build_stage(cfg: TrainConfig) -> Stage:
@@ -288,20 +334,39 @@ def build_stage(cfg: TrainConfig) -> Stage:
     cfg_dict = model_cfg.to_dict()
     resolution = tuple(model_cfg.tokenizer.resolution)
     if cfg.stage == "tokenizer":
-        from genie_robot.models.tokenizer import VideoTokenizer
+        from genie_robot.models.genie import build_tokenizer
 
-        model = VideoTokenizer(model_cfg.tokenizer)
+        model = build_tokenizer(model_cfg.tokenizer)
+        per_frame = model_cfg.tokenizer.kind == "conv"  # frames are independent: windows of one frame
         return Stage(
             name="tokenizer",
             model=model,
             loss=lambda m, frames: m.loss(frames),
             model_config=cfg_dict,
-            window=cfg.window or model_cfg.tokenizer.context,
+            window=cfg.window or (1 if per_frame else model_cfg.tokenizer.context),
             resolution=resolution,
             preview=previews.tokenizer_preview,
         )
+    if cfg.stage == "lam":
+        from genie_robot.models.genie import build_lam
+        from training import monitors
+
+        if model_cfg.lam.kind != "conv" and model_cfg.lam.input == "tokens":
+            raise ConfigError("`train lam` trains a pixel-input LAM; the token-input ablation co-trains in stage 2")
+        model = build_lam(model_cfg.lam)
+        return Stage(
+            name="lam",
+            model=model,
+            loss=lambda m, frames: m.loss(frames),
+            model_config=cfg_dict,
+            window=cfg.window or (2 if model_cfg.lam.kind == "conv" else model_cfg.lam.context),
+            resolution=resolution,
+            preview=previews.lam_preview,
+            monitor=monitors.lam_monitor,
+        )
 
     from genie_robot.models.genie import Genie
+    from training import monitors
 
     if not cfg.tokenizer:
         raise ConfigError(
@@ -331,15 +396,35 @@ def build_stage(cfg: TrainConfig) -> Stage:
         raise ConfigError(f"tokenizer checkpoint {path} does not fit this version of VideoTokenizer ({exc}); "
                           "retrain stage 1 with this code") from None
     genie.tokenizer.requires_grad_(False)
+    frozen = [genie.tokenizer]
+    ground_truth = model_cfg.dynamics.action_source == "ground_truth"
+    if cfg.lam and not ground_truth:
+        _, lam_weights = _load_frozen(cfg.lam, "lam", cfg.lam_weights == "ema", cfg_dict["lam"], "lam",
+                                      "genie-robot train lam")
+        try:
+            genie.lam.load_state_dict(lam_weights)
+        except RuntimeError as exc:
+            raise ConfigError(f"LAM checkpoint {cfg.lam} does not fit this version of the LAM ({exc}); "
+                              "retrain it with this code") from None
+        genie.lam.requires_grad_(False)
+        frozen.append(genie.lam)
+    elif ground_truth:
+        genie.lam.requires_grad_(False)  # unused: the control reads the store's actions
+        frozen.append(genie.lam)
+    elif model_cfg.lam.kind == "conv":
+        raise ConfigError("the conv LAM is trained on its own: run `genie-robot train lam` first and pass "
+                          "--lam runs/lam (co-training in stage 2 is the paper's ST-Transformer LAM only)")
     return Stage(
         name="dynamics",
         model=genie,
-        loss=lambda m, frames: m.dynamics_loss(frames),
+        loss=lambda m, frames, **kw: m.dynamics_loss(frames, **kw),
         model_config=cfg_dict,
         window=cfg.window or model_cfg.dynamics.context,
         resolution=resolution,
-        preview=previews.rollout_preview,
-        frozen=[genie.tokenizer],
+        preview=None if ground_truth else previews.rollout_preview,
+        frozen=frozen,
+        batch_keys=("transition_actions",) if ground_truth else (),
+        monitor=monitors.dynamics_monitor,
     )
 
 
@@ -365,6 +450,15 @@ def build_datasets(cfg: TrainConfig, stage: Stage):
                 f"config's {res[0]}x{res[1]}: use a store at {res[0]}x{res[1]} (genie-robot simulate/convert "
                 f"--resolution {res[0]}), or a preset at the store's resolution (--preset)"
             )
+        if "transition_actions" in stage.batch_keys:  # the ground-truth-action control reads the store's actions
+            want = stage.model.cfg.dynamics.action_dim
+            if store.action_dim != want:
+                has = f"{store.action_dim}-dim actions" if store.action_dim else "no actions"
+                raise ConfigError(
+                    f"dynamics.action_source=ground_truth needs every store's actions: {path} has {has}, the "
+                    f"model has action_dim {want}"
+                    + (f"; set model.dynamics.action_dim={store.action_dim}" if store.action_dim else "")
+                )
         for split in splits:
             lengths = store.episode_lengths[split_episodes(store.num_episodes, split, cfg.val_fraction)]
             if not (lengths >= span).any():
@@ -416,7 +510,8 @@ def _model_check(saved: dict, stage: Stage, cfg: TrainConfig, path: Path) -> Non
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device: torch.device) -> dict:
+def evaluate(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device: torch.device,
+             batch_keys: tuple[str, ...] = ()) -> dict:
     """Mean loss and metrics over the same `val_batches` windows every time (RNG forked: training's
     random stream is untouched, so validating does not change what training does)."""
     from genie_robot.device import autocast
@@ -431,8 +526,9 @@ def evaluate(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device
         torch.manual_seed(cfg.seed + 12345)
         for batch in loader:
             frames = batch["frames"].to(device)
+            extra = {k: batch[k].to(device) for k in batch_keys}
             with autocast(device):
-                loss, metrics = model(frames)
+                loss, metrics = model(frames, **extra)
             k = frames.shape[0]
             totals["loss"] = totals.get("loss", 0.0) + float(loss) * k
             for name, v in metrics.items():
@@ -565,7 +661,12 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         with ema_ctx:
             model.eval()
             if val_set is not None and (step % cfg.val_every == 0 or final):
-                metrics = evaluate(_LossForward(model, stage.loss), val_set, cfg, info, device)
+                metrics = evaluate(_LossForward(model, stage.loss), val_set, cfg, info, device, stage.batch_keys)
+                if stage.monitor is not None and info.is_main:
+                    devices = [device.index or 0] if device.type == "cuda" else []
+                    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                        torch.manual_seed(cfg.seed)
+                        metrics.update({f"monitor/{k}": v for k, v in stage.monitor(model, val_set, device).items()})
                 tracker.log_metrics(metrics, step)
                 if info.is_main:
                     tqdm.write(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
@@ -589,8 +690,9 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
             for group in optimizer.param_groups:
                 group["lr"] = lr
             frames = batch["frames"].to(device, non_blocking=True)
+            extra = {k: batch[k].to(device, non_blocking=True) for k in stage.batch_keys}
             with autocast(device):
-                loss, metrics = wrapped(frames)
+                loss, metrics = wrapped(frames, **extra)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
@@ -716,6 +818,8 @@ def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
                     "tracking_uri": args.tracking_uri, "max_steps": args.max_steps}
     if getattr(args, "tokenizer", None):
         fields["tokenizer"] = args.tokenizer
+    if getattr(args, "lam", None):
+        fields["lam"] = args.lam
     if args.store:
         specs = [_split_store(s) for s in args.store]
         fields["stores"] = [p for p, _ in specs]
@@ -749,7 +853,11 @@ def register_cli(subparsers) -> None:
     _add_train_args(dyn)
     dyn.add_argument("--tokenizer", default=None, metavar="CKPT",
                      help="stage-1 checkpoint dir or run dir (latest checkpoint); required")
-    for sp in (tok, dyn):
+    dyn.add_argument("--lam", default=None, metavar="CKPT",
+                     help="a `train lam` checkpoint or run dir: its LAM is frozen (the default recipe)")
+    lam = stages.add_parser("lam", help="the latent action model on its own (frozen for stage 2)")
+    _add_train_args(lam)
+    for sp in (tok, lam, dyn):
         sp.set_defaults(func=run_cli)
 
 

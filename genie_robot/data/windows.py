@@ -67,7 +67,9 @@ class WindowDataset(torch.utils.data.Dataset):
     Returns {"frames": uint8 (T, H, W, 3), "actions": float32 (T, A) when every store has actions of
     the same dimension, "episode": episode index in its store, "start": first frame's index within
     that episode, "store": index into `stores`}. With stride s, actions are those of the returned
-    frames (every s-th), not summed over the skipped ones.
+    frames (every s-th), not summed over the skipped ones; "transition_actions" float32 (T-1, A) holds
+    the sum of the s store actions between consecutive returned frames (what moved the robot from
+    frame t to frame t+1), for the ground-truth-action control and for scoring latent actions.
 
     A store is picked with probability proportional to `weights` (default: its number of windows,
     i.e. uniform over all windows), then a window uniformly among that store's valid windows.
@@ -199,5 +201,9 @@ class WindowDataset(torch.utils.data.Dataset):
             "store": k,
         }
         if self.has_actions:
-            item["actions"] = torch.from_numpy(store.read("action", first, stop, self.stride))
+            raw = store.read("action", first, stop, 1)  # (span, A): every store frame's action
+            item["actions"] = torch.from_numpy(np.ascontiguousarray(raw[:: self.stride]))
+            T1 = self.window - 1
+            item["transition_actions"] = torch.from_numpy(
+                raw[: T1 * self.stride].reshape(T1, self.stride, raw.shape[1]).sum(1, dtype=np.float32))
         return item

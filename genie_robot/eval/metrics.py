@@ -88,13 +88,18 @@ class DeltaPSNR:
 
 
 @torch.no_grad()
-def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0, **sampling) -> DeltaPSNR:
+def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0,
+               actions_BT1: torch.Tensor | None = None, **sampling) -> DeltaPSNR:
     """ΔPSNR of a Genie model on real clips uint8 (B, T, H, W, 3), T >= 2.
 
     Both rollouts start from the real frame 0 (`genie_robot.models.genie.Rollout`) and generate
     frames 1..T-1: one driven by `genie.lam.infer_actions(clips)`, the other by actions drawn
     uniformly from [0, num_actions) with `seed`. MaskGIT sampling uses the same `seed` in both.
-    `sampling` goes to `Rollout.step` (steps, temperature)."""
+    `sampling` goes to `Rollout.step` (steps, temperature).
+
+    `actions_BT1`: given actions instead of the LAM's, e.g. the store's (B, T-1, A) float for the
+    ground-truth-action control; the baseline is then the same actions shuffled across the batch
+    (rolled by one clip), so both rollouts see actions from the same distribution."""
     from genie_robot.models.genie import Rollout
 
     clips = torch.as_tensor(np.asarray(clips_BTHW3)) if not isinstance(clips_BTHW3, torch.Tensor) else clips_BTHW3
@@ -106,9 +111,13 @@ def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0, 
     was_training = genie.training
     genie.eval()
     try:
-        inferred = genie.lam.infer_actions(clips)  # (B, T-1)
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        random = torch.randint(0, genie.cfg.dynamics.num_actions, inferred.shape, generator=g).to(device)
+        if actions_BT1 is not None:
+            inferred = actions_BT1.to(device)
+            random = inferred.roll(1, dims=0)
+        else:
+            inferred = genie.lam.infer_actions(clips)  # (B, T-1)
+            g = torch.Generator(device="cpu").manual_seed(seed)
+            random = torch.randint(0, genie.cfg.dynamics.num_actions, inferred.shape, generator=g).to(device)
 
         def rollout(actions_BT: torch.Tensor) -> np.ndarray:
             gen = torch.Generator(device=device).manual_seed(seed)

@@ -143,7 +143,13 @@ def evaluate_ood(genie, name: str, clips_BTHW3: np.ndarray, out: Path, *, seed: 
 
     clips = torch.from_numpy(np.ascontiguousarray(clips_BTHW3)).to(next(genie.parameters()).device)
     rec = M.tokenizer_reconstruction(genie.tokenizer, clips)
-    dp = M.delta_psnr(genie, clips, seed=seed)
+    ground_truth = genie.cfg.dynamics.action_source == "ground_truth"
+    if ground_truth and clip_actions_BT1 is None:
+        raise EvalError("this dynamics model is conditioned on ground-truth actions: evaluate it on a store with "
+                        "data/action")
+    gt_actions = torch.from_numpy(np.asarray(clip_actions_BT1, np.float32)) if ground_truth else None
+    dp = M.delta_psnr(genie, clips, seed=seed, actions_BT1=gt_actions)
+    results["actions"] = "ground truth (baseline: shuffled)" if ground_truth else "latent (baseline: random)"
     B, T = clips_BTHW3.shape[:2]
     r = {"clips": int(B), "frames": int(T), "recon/psnr": float(rec["psnr"].mean()),
          "recon/ssim": float(rec["ssim"].mean()), "gen/psnr_inferred": float(np.mean(dp.psnr_inferred_BT[:, 1:])),
@@ -262,12 +268,15 @@ def _plot_usage(usage: np.ndarray, path: Path, title: str) -> None:
 def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_frames: list[np.ndarray] | None = None,
              episode_actions: list[np.ndarray] | None = None, seed: int = 0, depth: int = 3, t_report: int = 4,
              fvd: bool = False, i3d_weights: str | None = None, show: int = 4,
-             ood: dict[str, np.ndarray] | None = None) -> dict:
+             ood: dict[str, np.ndarray] | None = None, clip_actions_BT1: np.ndarray | None = None) -> dict:
     """Compute every metric and write every picture and report.md under `out_dir`.
     `ood`: {name: uint8 (B, T, H, W, 3)} out-of-domain clips (load_ood_clips), reported beside.
 
     clips_BTHW3: uint8 real clips; episode_frames / episode_actions: whole episodes (T_e, H, W, 3) and
     their ground-truth actions (T_e, A) for the latent-action analysis (actions may be None).
+    clip_actions_BT1: the clips' ground-truth actions summed per transition (B, T-1, A), for a dynamics
+    model conditioned on them (the ground-truth-action control): ΔPSNR is then true vs shuffled
+    actions, and the latent-action pictures and analysis are skipped.
     Returns the metrics dict (also written as metrics.json)."""
     import torch
 
@@ -296,7 +305,13 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
     save_image(frame_grid(rows, labels=labels, scale=s), out / "recon.png")
 
     # ΔPSNR and the rollouts it makes
-    dp = M.delta_psnr(genie, clips, seed=seed)
+    ground_truth = genie.cfg.dynamics.action_source == "ground_truth"
+    if ground_truth and clip_actions_BT1 is None:
+        raise EvalError("this dynamics model is conditioned on ground-truth actions: evaluate it on a store with "
+                        "data/action")
+    gt_actions = torch.from_numpy(np.asarray(clip_actions_BT1, np.float32)) if ground_truth else None
+    dp = M.delta_psnr(genie, clips, seed=seed, actions_BT1=gt_actions)
+    results["actions"] = "ground truth (baseline: shuffled)" if ground_truth else "latent (baseline: random)"
     results["delta_psnr/curve"] = [None if np.isnan(v) else float(v) for v in dp.delta_T]
     if 1 <= t_report < T:
         results[f"delta_psnr/t{t_report}"] = dp.at(t_report)
@@ -312,36 +327,38 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
         labels += [f"real {i}", f"inferred {i}", f"random {i}"]
     save_image(frame_grid(rows, labels=labels, scale=s), out / "rollouts.png")
 
-    # The latent action grid: same start frames, every action, `depth` steps
-    grid = latent_action_grid(genie, clips_BTHW3[:n, 0], depth=depth, seed=seed)  # (n, A, depth+1, H, W, 3)
-    first_row = [np.concatenate([grid[i, :1, 0], grid[i, :, depth]]) for i in range(n)]
-    row_labels = [f"start {i}" for i in range(n)]
-    image = frame_grid(first_row, labels=row_labels, scale=s)
-    image = _column_header(image, row_labels, ["start"] + [f"a={a}" for a in range(A)], W * s)
-    save_image(image, out / "latent_actions.png")
-    steps_rows = [grid[i, a] for i in range(n) for a in range(A)]
-    save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in range(A)], scale=s),
-               out / "latent_action_steps.png")
-
-    # Latent actions: usage over whole episodes, NMI with the discretised ground truth
-    codes, gt = [], []
-    lam_context = genie.cfg.lam.context
-    for e, frames in enumerate(episode_frames if episode_frames is not None else list(clips_BTHW3)):
-        acts = infer_episode_actions(genie.lam, frames, lam_context)
-        codes.append(acts)
-        if episode_actions is not None and episode_actions[e] is not None:
-            gt.append(la.discretise_actions(episode_actions[e][: len(acts)]))
-    codes_all = np.concatenate(codes)
-    usage = la.code_usage(codes_all, A)
-    results["latent/usage"] = [float(u) for u in usage]
-    results["latent/perplexity"] = la.perplexity(usage)
-    results["latent/transitions"] = int(codes_all.size)
-    _plot_usage(usage, out / "code_usage.png", f"latent action usage ({codes_all.size} transitions)")
     nmi_table = None
-    if gt and len(gt) == len(codes):
-        labels_all = np.concatenate(gt)
-        results["latent/nmi"] = la.normalized_mutual_information(codes_all, labels_all)
-        nmi_table = la.contingency(codes_all, labels_all)
+    if not ground_truth:  # the latent actions: pictures, usage, NMI
+        # The latent action grid: same start frames, every action, `depth` steps
+        grid = latent_action_grid(genie, clips_BTHW3[:n, 0], depth=depth, seed=seed)  # (n, A, depth+1, H, W, 3)
+        first_row = [np.concatenate([grid[i, :1, 0], grid[i, :, depth]]) for i in range(n)]
+        row_labels = [f"start {i}" for i in range(n)]
+        image = frame_grid(first_row, labels=row_labels, scale=s)
+        image = _column_header(image, row_labels, ["start"] + [f"a={a}" for a in range(A)], W * s)
+        save_image(image, out / "latent_actions.png")
+        steps_rows = [grid[i, a] for i in range(n) for a in range(A)]
+        save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in range(A)], scale=s),
+                   out / "latent_action_steps.png")
+
+        # Latent actions: usage over whole episodes, NMI with the discretised ground truth
+        codes, gt = [], []
+        lam_context = genie.cfg.lam.context
+        for e, frames in enumerate(episode_frames if episode_frames is not None else list(clips_BTHW3)):
+            acts = infer_episode_actions(genie.lam, frames, lam_context)
+            codes.append(acts)
+            if episode_actions is not None and episode_actions[e] is not None:
+                gt.append(la.discretise_actions(episode_actions[e][: len(acts)]))
+        codes_all = np.concatenate(codes)
+        usage = la.code_usage(codes_all, A)
+        results["latent/usage"] = [float(u) for u in usage]
+        results["latent/perplexity"] = la.perplexity(usage)
+        results["latent/transitions"] = int(codes_all.size)
+        _plot_usage(usage, out / "code_usage.png", f"latent action usage ({codes_all.size} transitions)")
+        nmi_table = None
+        if gt and len(gt) == len(codes):
+            labels_all = np.concatenate(gt)
+            results["latent/nmi"] = la.normalized_mutual_information(codes_all, labels_all)
+            nmi_table = la.contingency(codes_all, labels_all)
 
     # FVD (optional: the I3D runs at 224x224 and is slow on a CPU)
     fvd_note = None
@@ -472,13 +489,14 @@ def run_cli(args: argparse.Namespace) -> int:
         data = load_clips(args.store, resolution=tuple(genie.cfg.tokenizer.resolution), frames=frames,
                           split=args.split, episodes=args.episodes, val_fraction=val_fraction, stride=stride)
         store = data["store"]
-        ep_frames, ep_actions = [], []
+        ep_frames, ep_actions, clip_actions = [], [], []
         for e in data["episodes"]:
             start, end = store.episode_bounds(int(e))
             ep_frames.append(store.frames(start, end, stride))
             if store.action is not None:  # transition i (frame i*stride -> (i+1)*stride): the sum of its actions
                 acts = np.asarray(store.action[start:end])
                 ep_actions.append(np.add.reduceat(acts, np.arange(0, len(acts), stride), axis=0))
+                clip_actions.append(ep_actions[-1][: frames - 1])
         out = Path(args.out)
         ood = {}
         for path in args.ood or []:
@@ -489,7 +507,7 @@ def run_cli(args: argparse.Namespace) -> int:
             results = evaluate(genie, data["clips"], out, episode_frames=ep_frames,
                                episode_actions=ep_actions if store.action is not None else None,
                                seed=args.seed, depth=args.depth, fvd=args.fvd, i3d_weights=args.i3d_weights,
-                               ood=ood)
+                               ood=ood, clip_actions_BT1=np.stack(clip_actions) if clip_actions else None)
     except EvalError as exc:
         print(f"genie-robot eval: error: {exc}", file=sys.stderr)
         return 2

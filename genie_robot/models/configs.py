@@ -55,10 +55,21 @@ class TokenizerConfig:
     # "st" ST-ViViT (same position, earlier frames; the default), "spatial" ViT (own frame only),
     # "full" C-ViViT (all tokens of this and earlier frames). The runtime / ONNX export needs "st".
     attention: str = "st"
+    # Which tokenizer: "st_vivit" (the paper's, fields above; tokenizer.py) or "conv" (per frame: a conv
+    # encoder/decoder with FSQ, conv_tokenizer.py; measured 30.3 dB in 1,500 steps where ST-ViViT stood
+    # at 25.9 dB after 2 h, see docs/default_model). For "conv", `patch` is the downsampling factor
+    # 2 ** (len(channels) - 1) and `channels` the widths from the input conv to the token grid.
+    kind: str = "st_vivit"
+    channels: tuple[int, ...] = (32, 32, 64, 64)
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # conv: FSQ levels per code dim; V = their product
 
     @property
     def grid(self) -> tuple[int, int]:  # (h, w) tokens
         return (self.resolution[0] // self.patch, self.resolution[1] // self.patch)
+
+    @property
+    def num_codes(self) -> int:  # V
+        return _prod(self.fsq_levels) if self.kind == "conv" else self.quantizer.num_codes
 
     @property
     def num_tokens(self) -> int:  # N
@@ -69,6 +80,12 @@ class TokenizerConfig:
         if self.attention not in ("st", "spatial", "full"):
             raise ValueError(f"TokenizerConfig.attention must be 'st' (ST-ViViT), 'spatial' (ViT) or 'full' "
                              f"(C-ViViT), got {self.attention!r}")
+        if self.kind not in ("st_vivit", "conv"):
+            raise ValueError(f"TokenizerConfig.kind must be 'st_vivit' or 'conv', got {self.kind!r}")
+        if self.kind == "conv" and 2 ** (len(self.channels) - 1) != self.patch:
+            raise ValueError(f"conv tokenizer: {len(self.channels)} channel widths downsample by "
+                             f"{2 ** (len(self.channels) - 1)}, but patch is {self.patch}; give "
+                             f"log2(patch) + 1 widths")
 
 
 @dataclass
@@ -106,6 +123,15 @@ class LatentActionConfig:
     # then spends nothing on re-drawing the static scene, so the loss is about what moved -- the part
     # only the action can explain (needs pixel targets; with input="tokens" x_t's pixels are added).
     decoder_residual: bool = False
+    # Which LAM: "st_transformer" (the paper's, fields above; latent_actions.py) or "conv"
+    # (conv_latent_actions.py): a conv encoder on (x_t, x_t+1, x_t+1 - x_t) -> FSQ with 2 levels per dim
+    # (|A| = 2 ** len(fsq_levels)) and a variance floor, and a conv U-Net decoder that sees x_t only,
+    # the action entering every block by FiLM. Measured: NMI 0.41 where VQ collapsed to one code.
+    kind: str = "st_transformer"
+    channels: tuple[int, ...] = (32, 64, 64, 64)  # conv encoder, one stride-2 conv each
+    decoder_channels: tuple[int, ...] = (32, 64, 128)  # conv U-Net levels
+    fsq_levels: tuple[int, ...] = (2, 2, 2)
+    var_floor: float = 0.01  # per-dim floor on the batch variance of the bounded latent (x100 in the loss)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -116,13 +142,19 @@ class LatentActionConfig:
         return self.grid[0] * self.grid[1]
 
     @property
-    def num_actions(self) -> int:
-        return self.quantizer.num_codes
+    def num_actions(self) -> int:  # |A|
+        return _prod(self.fsq_levels) if self.kind == "conv" else self.quantizer.num_codes
+
+    @property
+    def action_dim(self) -> int:  # D of an action's embedding vector (the dynamics model's action table)
+        return len(self.fsq_levels) if self.kind == "conv" else self.quantizer.code_dim
 
     def __post_init__(self):
         _check_patch(self.resolution, self.patch, "latent action model")
         if self.input not in ("pixels", "tokens"):
             raise ValueError(f"LatentActionConfig.input must be 'pixels' or 'tokens', got {self.input!r}")
+        if self.kind not in ("st_transformer", "conv"):
+            raise ValueError(f"LatentActionConfig.kind must be 'st_transformer' or 'conv', got {self.kind!r}")
         if self.latent_norm not in ("none", "batch"):
             raise ValueError(f"LatentActionConfig.latent_norm must be 'none' or 'batch', got {self.latent_norm!r}")
         if self.decoder_frames not in (0, 1):
@@ -149,6 +181,13 @@ class DynamicsConfig:
     maskgit_steps: int = 25
     temperature: float = 2.0
     order: str = "random"  # "random" | "confidence"
+    # Probability that a training sample's actions are all dropped ("none"): lets sampling use
+    # classifier-free guidance (`guidance` > 1 pushes frames towards what the action changes).
+    action_dropout: float = 0.0
+    guidance: float = 1.0  # sampling: logits = uncond + guidance * (cond - uncond); 1 = plain conditioning
+    # "latent": the LAM's actions (the default); "ground_truth": the store's actions summed over each
+    # transition, `action_dim` of them (the control experiment; needs no LAM).
+    action_source: str = "latent"
 
     @property
     def num_tokens(self) -> int:
@@ -162,6 +201,10 @@ class DynamicsConfig:
             raise ValueError(f"DynamicsConfig.order must be 'random' or 'confidence', got {self.order!r}")
         if self.maskgit_steps < 1:
             raise ValueError(f"DynamicsConfig.maskgit_steps must be >= 1, got {self.maskgit_steps}")
+        if self.action_source not in ("latent", "ground_truth"):
+            raise ValueError(f"DynamicsConfig.action_source must be 'latent' or 'ground_truth', got {self.action_source!r}")
+        if not 0 <= self.action_dropout < 1:
+            raise ValueError(f"DynamicsConfig.action_dropout must be in [0, 1), got {self.action_dropout}")
 
 
 @dataclass
@@ -174,20 +217,20 @@ class GenieConfig:
     def __post_init__(self):
         t, a, d = self.tokenizer, self.lam, self.dynamics
         problems = []
-        if d.vocab_size != t.quantizer.num_codes:
-            problems.append(f"dynamics.vocab_size {d.vocab_size} != tokenizer codes {t.quantizer.num_codes}")
+        if d.vocab_size != t.num_codes:
+            problems.append(f"dynamics.vocab_size {d.vocab_size} != tokenizer codes {t.num_codes}")
         if tuple(d.grid) != t.grid:
             problems.append(f"dynamics.grid {tuple(d.grid)} != tokenizer grid {t.grid}")
-        if d.num_actions != a.quantizer.num_codes:
-            problems.append(f"dynamics.num_actions {d.num_actions} != LAM codes {a.quantizer.num_codes}")
-        if d.action_dim != a.quantizer.code_dim:
-            problems.append(f"dynamics.action_dim {d.action_dim} != LAM code_dim {a.quantizer.code_dim}")
+        if d.action_source == "latent" and d.num_actions != a.num_actions:
+            problems.append(f"dynamics.num_actions {d.num_actions} != LAM actions {a.num_actions}")
+        if d.action_source == "latent" and d.action_dim != a.action_dim:
+            problems.append(f"dynamics.action_dim {d.action_dim} != LAM action dim {a.action_dim}")
         if tuple(t.resolution) != tuple(a.resolution):
             problems.append(f"tokenizer resolution {t.resolution} != LAM resolution {a.resolution}")
         if a.input == "tokens" and a.patch != t.patch:
             problems.append(f"token-input LAM patch {a.patch} != tokenizer patch {t.patch} (it reads the tokenizer's grid)")
-        if a.input == "tokens" and a.token_vocab != t.quantizer.num_codes:
-            problems.append(f"LAM token_vocab {a.token_vocab} != tokenizer codes {t.quantizer.num_codes}")
+        if a.input == "tokens" and a.token_vocab != t.num_codes:
+            problems.append(f"LAM token_vocab {a.token_vocab} != tokenizer codes {t.num_codes}")
         if problems:
             raise ValueError("inconsistent GenieConfig: " + "; ".join(problems) + " (build it with link_dynamics)")
 
@@ -202,10 +245,10 @@ class GenieConfig:
 def link_dynamics(tokenizer: TokenizerConfig, lam: LatentActionConfig, **dynamics_kwargs) -> DynamicsConfig:
     """A DynamicsConfig whose vocabulary, grid and action fields match the tokenizer and LAM."""
     return DynamicsConfig(
-        vocab_size=tokenizer.quantizer.num_codes,
+        vocab_size=tokenizer.num_codes,
         grid=tokenizer.grid,
-        num_actions=lam.quantizer.num_codes,
-        action_dim=lam.quantizer.code_dim,
+        num_actions=lam.num_actions,
+        action_dim=lam.action_dim,
         **dynamics_kwargs,
     )
 
@@ -230,23 +273,26 @@ def preset(name: str) -> GenieConfig:
         dyn = link_dynamics(tok, lam, context=8, transformer=TransformerConfig(32, 2, 2, 64), maskgit_steps=4)
         return GenieConfig(tok, lam, dyn, name="tiny")
     if name == "cpu":
-        # 64x64 frames. Patch 8 -> 8x8 = 64 tokens per frame: the dynamics model runs (steps + 1)
-        # single-frame passes per generated frame, so tokens per frame set the rollout speed; patch 4
-        # (256 tokens) would cost ~4x more per pass. See model_cost / bench numbers in the report.
+        # 64x64 frames, 8x8 = 64 tokens per frame: the dynamics model runs (steps + 1) single-frame
+        # passes per generated frame, so tokens per frame set the rollout speed.
+        # Tokenizer: per-frame conv + FSQ (8, 5, 5, 5) = 1000 codes; LAM: conv + binary FSQ = 8 actions,
+        # trained on its own and frozen (docs/latent_actions.md has the measurements behind both).
+        # The transformer fields of the ST variants stay at their former `cpu` values for the ablations.
         tok = TokenizerConfig(
             resolution=(64, 64), patch=8, context=16,
             encoder=TransformerConfig(128, 4, 4, 512), decoder=TransformerConfig(192, 4, 6, 768),
-            # dead_after 50: on simulator clips the codebook collapses to a handful of codes within
-            # the first ~25 steps; resets bring usage back (measured: perplexity 3 -> 20-50)
             quantizer=QuantizerConfig(num_codes=1024, code_dim=32, dead_after=50),
+            kind="conv", channels=(32, 48, 64, 96), fsq_levels=(8, 5, 5, 5),
         )
         lam = LatentActionConfig(
             resolution=(64, 64), patch=16, context=16,
             encoder=TransformerConfig(128, 4, 4, 512), decoder=TransformerConfig(128, 4, 4, 512),
             quantizer=QuantizerConfig(num_codes=8, code_dim=32, dead_after=100),
+            kind="conv", channels=(32, 64, 64, 64), decoder_channels=(16, 32, 64), fsq_levels=(2, 2, 2),
+            var_floor=0.01,
         )
         dyn = link_dynamics(tok, lam, context=16, transformer=TransformerConfig(192, 6, 6, 768),
-                            maskgit_steps=8, temperature=2.0)
+                            maskgit_steps=8, temperature=0.5, action_dropout=0.1)
         return GenieConfig(tok, lam, dyn, name="cpu")
     if name == "paper":
         # The Genie paper's components (arXiv 2402.15391): tokenizer ~200M params, patch 4, 1024 codes
@@ -351,6 +397,12 @@ def model_cost(cfg: GenieConfig, frames: int | None = None) -> dict[str, Any]:
     dyn_pass = 2 * d.action_dim * M + _st_flops(d.transformer, Nd, keys_d) + 2 * Nd * M * d.vocab_size
     dyn_frame = (d.maskgit_steps + 1) * dyn_pass
 
+    if t.kind == "conv" or a.kind == "conv":  # conv kinds: counted on the built module (small, fast)
+        conv = _conv_costs(t if t.kind == "conv" else None, a if a.kind == "conv" else None)
+        if t.kind == "conv":
+            tok_params, tok_enc, tok_dec = conv["tokenizer"]
+        if a.kind == "conv":
+            lam_params, lam_enc, lam_dec = conv["lam"]
     return {
         "tokenizer": {"params": tok_params, "encode_flops_per_frame": tok_enc, "decode_flops_per_frame": tok_dec},
         "lam": {"params": lam_params, "flops_per_frame": lam_enc, "decoder_flops_per_frame": lam_dec},
@@ -360,7 +412,45 @@ def model_cost(cfg: GenieConfig, frames: int | None = None) -> dict[str, Any]:
     }
 
 
+def _conv_costs(tok: TokenizerConfig | None, lam: LatentActionConfig | None) -> dict[str, tuple[int, int, int]]:
+    """(params, encode FLOPs, decode FLOPs) per frame of the conv models, measured with torch's
+    FlopCounterMode on one frame (a conv model's FLOPs do not depend on the frames before it)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(fn, *args) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fn(*args)
+        return int(counter.get_total_flops())
+
+    out = {}
+    if tok is not None:
+        from .conv_tokenizer import ConvTokenizer
+
+        m = ConvTokenizer(tok)
+        H, W = tok.resolution
+        x = torch.zeros(1, 3, H, W)
+        z = m.encoder(x)
+        out["tokenizer"] = (sum(p.numel() for p in m.parameters()), flops(m.encoder, x), flops(m.decoder, z))
+    if lam is not None:
+        from .conv_latent_actions import ConvLatentActionModel
+
+        m = ConvLatentActionModel(lam)
+        H, W = lam.resolution
+        x = torch.zeros(1, 3, H, W)
+        a = torch.zeros(1, len(lam.fsq_levels))
+        out["lam"] = (sum(p.numel() for p in m.parameters()), flops(m.encoder, x, x), flops(m.decoder, x, a))
+    return out
+
+
 # ------------------------------------------------------------------------------------ (de)serialise
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
 
 
 def _check_patch(resolution, patch, what):

@@ -13,6 +13,11 @@ So predicting frame t+1 sees frames <= t and a_t, and nothing later.
 Training (Genie): input tokens of frames 2..T are replaced by [MASK] with a Bernoulli rate drawn per
 sample from U(0.5, 1); the first frame is never masked; cross-entropy on the masked positions only.
 
+Action dropout (`action_dropout` > 0): a sample's actions are all replaced by "none" with that
+probability, so the model also learns p(frame | past) and sampling can use classifier-free guidance
+(maskgit.py). Ground-truth control (`action_source="ground_truth"`): actions are float vectors (the
+store's actions summed over a transition), embedded by the same linear layer; NaN vectors are "none".
+
 Actions are embedded from `action_table`, a (|A|, D) buffer holding the LAM codebook (stop-gradient):
 `loss` copies the codebook it is given into the buffer, so a saved dynamics model carries the action
 embeddings it was trained with and inference needs no LAM. An action index of -1 means "no action"
@@ -45,16 +50,26 @@ class DynamicsModel(nn.Module):
         self.apply(init_weights)
 
     def embed_actions(self, actions: Tensor) -> Tensor:
-        """int64 actions (any shape, -1 = none) -> (..., M)."""
+        """int64 actions (any shape, -1 = none) -> (..., M); or action vectors (..., D) float (the
+        ground-truth control: the store's actions; all-NaN rows = none) -> (..., M)."""
+        if actions.is_floating_point():
+            none = torch.isnan(actions).all(-1, keepdim=True)
+            emb = self.action_embed(actions.nan_to_num(0.0).to(self.action_embed.weight.dtype))
+            return emb * (~none).to(emb.dtype)
         emb = self.action_embed(self.action_table[actions.clamp(min=0)])
         return emb * (actions >= 0).unsqueeze(-1).to(emb.dtype)
+
+    def no_action(self, actions: Tensor) -> Tensor:
+        """The "no action" value in the form of `actions` (-1, or NaN vectors)."""
+        return torch.full_like(actions, float("nan") if actions.is_floating_point() else -1)
 
     def forward(self, tokens_BTN: Tensor, actions_BT1: Tensor, t0_B: Tensor | None = None) -> Tensor:
         """tokens (may hold mask_id) and the T-1 actions between the frames -> logits_BTNV."""
         B, T, N = tokens_BTN.shape
-        if actions_BT1.shape != (B, T - 1):
+        if tuple(actions_BT1.shape[:2]) != (B, T - 1):
             raise ValueError(f"expected actions of shape {(B, T - 1)} (one per transition), got {tuple(actions_BT1.shape)}")
-        slot_actions_BT = F.pad(actions_BT1, (1, 0), value=-1)  # a_t goes to slot t+1; slot 0 has none
+        # a_t goes to slot t+1; slot 0 has none
+        slot_actions_BT = torch.cat([self.no_action(actions_BT1[:, :1]), actions_BT1], dim=1)
         x_BTNM = self.token_embed(tokens_BTN) + self.embed_actions(slot_actions_BT)[:, :, None, :]
         return self.head(self.transformer(x_BTNM, t0_B))
 
@@ -65,6 +80,10 @@ class DynamicsModel(nn.Module):
             with torch.no_grad():
                 self.action_table.copy_(action_embeddings.detach())
         B, T, N = tokens_BTN.shape
+        if self.cfg.action_dropout > 0:  # classifier-free guidance: learn the action-free prediction too
+            drop_B = torch.rand(B, device=tokens_BTN.device) < self.cfg.action_dropout
+            drop = drop_B.view(B, *([1] * (actions_BT1.dim() - 1)))
+            actions_BT1 = torch.where(drop, self.no_action(actions_BT1), actions_BT1)
         lo, hi = self.cfg.mask_rate
         rate_B11 = torch.empty(B, 1, 1, device=tokens_BTN.device).uniform_(lo, hi)
         mask_BTN = torch.rand(B, T, N, device=tokens_BTN.device) < rate_B11

@@ -75,23 +75,30 @@ def append(dynamics: DynamicsModel, ctx: Context, tokens_BN: Tensor, action_B: T
 
 @torch.no_grad()
 def generate_next(dynamics: DynamicsModel, ctx: Context, action_B: Tensor, *, steps: int | None = None,
-                  temperature: float | None = None, order: str | None = None,
+                  temperature: float | None = None, order: str | None = None, guidance: float | None = None,
                   generator: torch.Generator | None = None) -> tuple[Tensor, Context]:
     """Sample the tokens of the frame produced by `action_B` (B,) -> (tokens_BN, advanced context).
 
-    steps / temperature / order default to the dynamics config (paper: 25, 2.0, "random");
-    temperature 0 means argmax. `generator` makes sampling reproducible (same device as the model).
+    steps / temperature / order / guidance default to the dynamics config (paper: 25, 2.0, "random",
+    no guidance); temperature 0 means argmax. `guidance` w != 1 is classifier-free guidance (needs a
+    model trained with action_dropout): each pass also runs without the action and samples from
+    uncond + w * (cond - uncond), which costs a second pass. `generator` makes sampling reproducible.
     """
     cfg = dynamics.cfg
     steps = cfg.maskgit_steps if steps is None else steps
     temperature = cfg.temperature if temperature is None else temperature
     order = cfg.order if order is None else order
+    guidance = getattr(cfg, "guidance", 1.0) if guidance is None else guidance
     B, N = ctx.kv.shape[2] // cfg.num_tokens, cfg.num_tokens
     tokens_BN = torch.full((B, N), dynamics.mask_id, dtype=torch.long, device=ctx.kv.device)
     masked_BN = torch.ones(B, N, dtype=torch.bool, device=ctx.kv.device)
     n_masked = N
     for left in cosine_schedule(steps, N):
+        if guidance != 1.0:  # the unconditional pass first: each pass rewrites this frame's cache slot
+            uncond_BNV, _ = dynamics.step(tokens_BN, dynamics.no_action(action_B), ctx.kv, ctx.pos)
         logits_BNV, _ = dynamics.step(tokens_BN, action_B, ctx.kv, ctx.pos)
+        if guidance != 1.0:
+            logits_BNV = uncond_BNV + guidance * (logits_BNV - uncond_BNV)
         tokens_BN, masked_BN = _reveal(logits_BNV, tokens_BN, masked_BN, n_masked - left, temperature, order, generator)
         n_masked = left
         if left == 0:

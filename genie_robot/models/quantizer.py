@@ -109,3 +109,78 @@ class VectorQuantizer(nn.Module):
                 dist.broadcast(self.codebook.data, src=0)
         stale = ((self.steps - self.last_used) > cfg.dead_after // 2).sum()  # heading for a reset
         return self._metrics(counts, torch.stack([stale.float(), torch.tensor(float(n_dead), device=stale.device)]))
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantisation (Mentzer et al. 2023): each of the D latent dims is bounded by tanh
+    and rounded to `levels[d]` values; the codebook is the implicit grid of prod(levels) points.
+
+    There is no codebook to learn, so nothing can collapse onto one entry: with levels (2, 2, 2) the
+    code is the sign of each of 3 dims (8 codes), with (8, 5, 5, 5) a 1000-code image tokenizer.
+    What can still happen is that the encoder parks a dim on one side; `var_floor` adds
+    `var_weight * relu(var_floor - batch variance)` per dim of the bounded latent to the loss
+    (measured: needed for the 8-action LAM, see docs/latent_actions.md).
+
+    Rounding uses a straight-through gradient. Code values lie in [-1, 1] per dim; `embeddings()`
+    lists all of them in index order (mixed radix, first dim most significant).
+    Shapes: L vectors, D = len(levels), V = prod(levels).
+    """
+
+    def __init__(self, levels: tuple[int, ...], var_floor: float = 0.0, var_weight: float = 100.0):
+        super().__init__()
+        if not levels or min(levels) < 2:
+            raise ValueError(f"FSQ levels must be integers >= 2, got {tuple(levels)}")
+        self.levels = tuple(int(x) for x in levels)
+        self.var_floor, self.var_weight = float(var_floor), float(var_weight)
+        L = torch.tensor(self.levels, dtype=torch.float32)
+        self.register_buffer("_half", (L - 1) / 2, persistent=False)  # bound: (-half, half)
+        self.register_buffer("_even", (1 - L % 2) * 0.5, persistent=False)  # 0.5 for even L, else 0
+        radix = [1]
+        for n in reversed(self.levels[1:]):
+            radix.insert(0, radix[0] * n)
+        self.register_buffer("_radix", torch.tensor(radix, dtype=torch.long), persistent=False)
+
+    @property
+    def num_codes(self) -> int:
+        return int(torch.tensor(self.levels).prod())
+
+    def bound(self, z_LD: Tensor) -> Tensor:
+        return torch.tanh(z_LD.float()) * self._half
+
+    def _round(self, b_LD: Tensor) -> Tensor:
+        """Bounded values -> grid values in [-half, half] (half-integers for even L)."""
+        return torch.round(b_LD - self._even) + self._even
+
+    def codes_to_indices(self, q_LD: Tensor) -> Tensor:
+        digits = (q_LD.float() + self._half).round().long()  # 0 .. L-1
+        return (digits * self._radix).sum(-1)
+
+    def quantize(self, z_LD: Tensor) -> Tensor:
+        """Continuous latents (..., D) -> code indices (...) int64. No state."""
+        return self.codes_to_indices(self._round(self.bound(z_LD)))
+
+    def embeddings(self) -> Tensor:
+        """(V, D) every code's value, scaled to [-1, 1], in index order."""
+        idx = torch.arange(self.num_codes, device=self._radix.device)
+        digits = (idx[:, None] // self._radix) % torch.tensor(self.levels, device=idx.device)
+        return (digits.float() - self._half) / self._half
+
+    def forward(self, z_LD: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+        """-> (z_q_LD in [-1, 1] straight-through, codes_L, loss (variance floor, fp32), metrics)."""
+        b = self.bound(z_LD)
+        q = self._round(b)
+        codes = self.codes_to_indices(q)
+        z_q = (b + (q - b).detach()) / self._half
+        if self.var_floor > 0 and b.shape[0] > 1:
+            var_D = (b / self._half).var(dim=0)
+            loss = self.var_weight * F.relu(self.var_floor - var_D).sum()
+        else:
+            loss = b.new_zeros(())
+        with torch.no_grad():
+            counts = torch.bincount(codes, minlength=self.num_codes).float()
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(counts)
+            p = counts / counts.sum().clamp(min=1)
+            perplexity = torch.exp(-(p * torch.log(p.clamp(min=1e-10))).sum())
+            stats = torch.stack([perplexity, (counts > 0).float().mean()]).tolist()
+        return z_q.to(z_LD.dtype), codes, loss, dict(zip(["perplexity", "usage"], stats))

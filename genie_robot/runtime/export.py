@@ -171,9 +171,9 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
 
     genie, sources, run_id = load_checkpoints(dynamics, tokenizer, ema=ema)
     sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
-    unknown = set(sampling) - {"maskgit_steps", "temperature", "order"}
+    unknown = set(sampling) - {"maskgit_steps", "temperature", "order", "guidance"}
     if unknown:
-        raise ExportError(f"unknown sampling setting(s) {sorted(unknown)}: use maskgit_steps, temperature, order")
+        raise ExportError(f"unknown sampling setting(s) {sorted(unknown)}: use maskgit_steps, temperature, order, guidance")
     if sampling:
         try:
             genie.cfg.dynamics = dataclasses.replace(genie.cfg.dynamics, **sampling)
@@ -228,7 +228,8 @@ def log_to_mlflow(bundle_dir: str | Path, run_id: str, tracking_uri: str | None 
 def run_cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        sampling = {"maskgit_steps": args.maskgit_steps, "temperature": args.temperature, "order": args.order}
+        sampling = {"maskgit_steps": args.maskgit_steps, "temperature": args.temperature, "order": args.order,
+                    "guidance": args.guidance}
         out, manifest, run_id = export_bundle(args.dynamics, args.out, tokenizer=args.tokenizer, opset=args.opset,
                                               ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite,
                                               sampling=sampling)
@@ -261,6 +262,9 @@ def register_cli(subparsers) -> None:
                    help="the bundle's default sampling temperature (a briefly trained model draws cleaner "
                         "frames below the paper's 2.0)")
     p.add_argument("--order", default=None, choices=["random", "confidence"], help="the bundle's reveal order")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="the bundle's classifier-free guidance weight (1 = none; needs a model trained with "
+                        "action_dropout; each MaskGIT step then costs two passes)")
     p.add_argument("--mlflow", action="store_true", help="log the ONNX models to the MLflow run stored in the checkpoint")
     p.add_argument("--mlflow-run-id", default=None, help="log the ONNX models to this MLflow run (implies --mlflow)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")

@@ -24,6 +24,16 @@ Graphs (inputs -> outputs):
     tokenizer_decoder: tokens_BN int64, kv..., pos   -> frames_BHW3 uint8, new_kv
     lam_encoder:       frames_BHW3 uint8, kv..., pos -> action_B int64 (labels frame pos-1 -> pos), new_kv
     dynamics_step:     tokens_BN int64, action_B int64, kv..., pos -> logits_BNV float32, new_kv
+
+Conv kinds (TokenizerConfig.kind / LatentActionConfig.kind == "conv") keep the same four graphs and the
+same cache protocol, with small caches that fit it (`cache_shapes`):
+    conv tokenizer encoder / decoder: frames are independent; a dummy cache (1, 2, B, 1, 1, context, 1)
+        that the graph ignores, and new_kv zeros (1, 2, B, 1, 1, 1). C stays the tokenizer's context, so
+        the host's ring arithmetic (slot pos % context) is the same for every kind.
+    conv LAM encoder: the action of frame pos labels the pair (frame pos-1, frame pos), so the cache
+        (1, 2, B, 1, 1, 1, H*W*3) holds the previous frame's float pixels in its key slot (value slot:
+        zeros) and new_kv is this frame's. At pos 0 there is no previous frame: the frame is paired
+        with itself (an action the host discards, as it discards the ST LAM's output for frame 0).
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from genie_robot.models.conv_latent_actions import ConvLatentActionModel
+from genie_robot.models.conv_tokenizer import ConvTokenizer
 from genie_robot.models.genie import Genie
 from genie_robot.models.st_transformer import STTransformer
 from genie_robot.models.tokenizer import patchify, to_float, to_uint8, unpatchify
@@ -73,6 +85,62 @@ def cached_step(st: STTransformer, x_BNM: Tensor, kv: list[Tensor], pos: Tensor)
         news.append(torch.stack((k[:, :, 0], v[:, :, 0])))  # (2, S, H, Dh)
     new_kv = torch.stack(news).view(len(st.blocks), 2, B, N, H, Dh).to(kv[0].dtype)
     return st.norm_out(x), new_kv
+
+
+def _no_cache(kv: list[Tensor]) -> Tensor:
+    """new_kv zeros (1, 2, B, 1, 1, 1) for the conv tokenizer's dummy cache (shaped like one slot of
+    the cache inputs, so the batch axis is theirs in the exported graph)."""
+    k, v = kv[0][:, :, :, 0], kv[1][:, :, :, 0]  # (B, 1, 1, 1)
+    return torch.zeros_like(torch.stack((k, v))[None])
+
+
+class ConvTokenizerEncoderStep(nn.Module):
+    """ConvTokenizer.encode of one frame; the cache is a dummy (frames are independent)."""
+
+    def __init__(self, genie: Genie):
+        super().__init__()
+        self.tok = genie.tokenizer
+
+    def forward(self, frames_BHW3: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
+        z_BhwD = self.tok._latents(frames_BHW3[:, None])
+        return self.tok.fsq.quantize(z_BhwD).flatten(1), _no_cache(kv)
+
+
+class ConvTokenizerDecoderStep(nn.Module):
+    """ConvTokenizer.decode of one frame; the cache is a dummy (frames are independent)."""
+
+    def __init__(self, genie: Genie):
+        super().__init__()
+        self.tok = genie.tokenizer
+        # the FSQ code table as a constant: fsq.embeddings() sizes an arange with a .item(), which the
+        # exporter can only trace as a data-dependent size
+        self.register_buffer("codes_VD", self.tok.fsq.embeddings(), persistent=False)
+
+    def forward(self, tokens_BN: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
+        tok = self.tok
+        h, w = tok.cfg.grid
+        codes_BhwD = self.codes_VD[tokens_BN.view(tokens_BN.shape[0], h, w)]
+        return to_uint8(tok._pixels(codes_BhwD)), _no_cache(kv)
+
+
+class ConvLamEncoderStep(nn.Module):
+    """ConvLatentActionModel.infer_actions of the pair (frame pos-1, frame pos); the cache holds frame
+    pos-1's float pixels (key slot), new_kv frame pos's."""
+
+    def __init__(self, genie: Genie):
+        super().__init__()
+        self.lam = genie.lam
+
+    def forward(self, frames_BHW3: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
+        x_BHW3 = to_float(frames_BHW3)
+        B = x_BHW3.shape[0]
+        x_BD = x_BHW3.reshape(B, -1)
+        prev_BD = torch.where(pos > 0, kv[0].reshape(B, -1), x_BD)  # frame 0: paired with itself (discarded)
+        x_t = prev_BD.view(x_BHW3.shape).permute(0, 3, 1, 2)
+        x_next = x_BHW3.permute(0, 3, 1, 2)
+        action_B = self.lam.fsq.quantize(self.lam.encoder(x_t, x_next))
+        new_kv = torch.stack((x_BD, torch.zeros_like(x_BD))).view(1, 2, B, 1, 1, -1).to(kv[0].dtype)
+        return action_B, new_kv
 
 
 class TokenizerEncoderStep(nn.Module):
@@ -124,25 +192,34 @@ class DynamicsStep(nn.Module):
 
 
 def step_modules(genie: Genie) -> dict[str, nn.Module]:
+    conv_tok = isinstance(genie.tokenizer, ConvTokenizer)
+    conv_lam = isinstance(genie.lam, ConvLatentActionModel)
     return {
-        "tokenizer_encoder": TokenizerEncoderStep(genie).eval(),
-        "tokenizer_decoder": TokenizerDecoderStep(genie).eval(),
-        "lam_encoder": LamEncoderStep(genie).eval(),
+        "tokenizer_encoder": (ConvTokenizerEncoderStep if conv_tok else TokenizerEncoderStep)(genie).eval(),
+        "tokenizer_decoder": (ConvTokenizerDecoderStep if conv_tok else TokenizerDecoderStep)(genie).eval(),
+        "lam_encoder": (ConvLamEncoderStep if conv_lam else LamEncoderStep)(genie).eval(),
         "dynamics_step": DynamicsStep(genie).eval(),
     }
 
 
 def cache_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """Per-graph cache shape with the batch axis (index 2) set to 1: (L, 2, 1, N, H, C, Dh)."""
+    """Per-graph cache shape with the batch axis (index 2) set to 1: (L, 2, 1, N, H, C, Dh).
+    Conv kinds: the small caches described in the module docstring."""
     t, a, d = cfg.tokenizer, cfg.lam, cfg.dynamics
 
     def shape(c, n, window):
         return (c.depth, 2, 1, n, c.heads, window, c.width // c.heads)
 
+    if t.kind == "conv":
+        tok_enc = tok_dec = (1, 2, 1, 1, 1, t.context, 1)
+    else:
+        tok_enc, tok_dec = shape(t.encoder, t.num_tokens, t.context), shape(t.decoder, t.num_tokens, t.context)
+    H, W = a.resolution
+    lam = (1, 2, 1, 1, 1, 1, H * W * 3) if a.kind == "conv" else shape(a.encoder, a.num_tokens + 1, a.context)
     return {
-        "tokenizer_encoder": shape(t.encoder, t.num_tokens, t.context),
-        "tokenizer_decoder": shape(t.decoder, t.num_tokens, t.context),
-        "lam_encoder": shape(a.encoder, a.num_tokens + 1, a.context),
+        "tokenizer_encoder": tok_enc,
+        "tokenizer_decoder": tok_dec,
+        "lam_encoder": lam,
         "dynamics_step": shape(d.transformer, d.num_tokens, d.context),
     }
 

@@ -65,7 +65,7 @@ class WorldState:
 
 class WorldModel:
     def __init__(self, cfg, backend, *, steps: int | None = None, temperature: float | None = None,
-                 order: str | None = None, seed: int = 0):
+                 order: str | None = None, guidance: float | None = None, seed: int = 0):
         from genie_robot.runtime.torch_backend import cache_shapes
 
         d = cfg.dynamics
@@ -73,6 +73,8 @@ class WorldModel:
         self.steps = d.maskgit_steps if steps is None else int(steps)
         self.temperature = d.temperature if temperature is None else float(temperature)
         self.order = d.order if order is None else order
+        # classifier-free guidance (maskgit.generate_next): a second, action-free pass per MaskGIT step
+        self.guidance = getattr(d, "guidance", 1.0) if guidance is None else float(guidance)
         if self.steps < 1:
             raise ValueError(f"MaskGIT needs at least 1 step, got steps={self.steps}")
         if self.order not in ("random", "confidence"):
@@ -92,7 +94,8 @@ class WorldModel:
     @classmethod
     def load(cls, bundle_dir: str | Path, *, backend: str = "onnx", providers: str | list[str] | None = "auto",
              device: str | None = None, steps: int | None = None, temperature: float | None = None,
-             order: str | None = None, seed: int = 0, threads: int | None = None) -> "WorldModel":
+             order: str | None = None, guidance: float | None = None, seed: int = 0,
+             threads: int | None = None) -> "WorldModel":
         """A bundle written by `genie-robot export` ("default": the shipped model). backend "onnx" (providers: see
         genie_robot.device.onnx_providers) or "torch" (device: see genie_robot.device.pick_device).
         steps / temperature / order override the model config's MaskGIT defaults."""
@@ -114,7 +117,7 @@ class WorldModel:
             be = TorchBackend(bundle.load_genie(d), device)
         else:
             raise ValueError(f"unknown backend {backend!r}: use 'onnx' or 'torch'")
-        return cls(cfg, be, steps=steps, temperature=temperature, order=order, seed=seed)
+        return cls(cfg, be, steps=steps, temperature=temperature, order=order, guidance=guidance, seed=seed)
 
     # ----------------------------------------------------------------------------- input checks
 
@@ -201,6 +204,9 @@ class WorldModel:
         n_masked = N
         for left in cosine_schedule(self.steps, N):
             logits_BNV, _ = be.run("dynamics_step", tokens_BN, actions_B, state.dyn_kv, pos)
+            if self.guidance != 1.0:  # same as maskgit.generate_next: uncond + w * (cond - uncond)
+                uncond_BNV, _ = be.run("dynamics_step", tokens_BN, np.full(B, -1, np.int64), state.dyn_kv, pos)
+                logits_BNV = uncond_BNV + self.guidance * (logits_BNV - uncond_BNV)
             tokens_BN, masked_BN = reveal(logits_BNV, tokens_BN, masked_BN, n_masked - left,
                                           self.temperature, self.order, state.rng)
             n_masked = left
