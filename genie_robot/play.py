@@ -63,6 +63,9 @@ def render(frame_HW3: np.ndarray, scale: int, caption: str) -> np.ndarray:
 
 
 def play(args: argparse.Namespace) -> int:
+    # opencv-python's Qt looks for fonts in cv2/qt/fonts, which the wheel does not ship, and warns about
+    # it (QFontDatabase, uncategorised) many times per window; its captions are drawn by cv2.putText anyway
+    os.environ.setdefault("QT_LOGGING_RULES", "default.warning=false")
     import cv2
 
     from genie_robot.data.preview import save_gif

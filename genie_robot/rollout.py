@@ -104,8 +104,12 @@ def rollout(args: argparse.Namespace) -> int:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    import logging
+
     from genie_robot.cli import run_reporting_errors
 
+    if args.verbose:  # the first use of a weight-only bundle exports ONNX graphs: show the exporter's log
+        logging.getLogger("genie_robot.runtime.export").setLevel(logging.DEBUG)
     return run_reporting_errors(rollout, args)
 
 
@@ -129,4 +133,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--scale", type=int, default=4, help="GIF upscaling factor (default 4)")
     p.add_argument("--fps", type=float, default=4.0, help="GIF frame rate")
     p.add_argument("--out", default="outputs/rollout.gif", help="GIF path (a PNG grid is written next to it)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the ONNX exporter's own log when the model's graphs are exported on first use")
     p.set_defaults(func=run_cli)

@@ -20,6 +20,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import Image
 
 from ros_nodes.conversions import OUTPUT_ENCODINGS, rgb_to_image
+from ros_nodes.node_main import help_requested, stop, usage
 from ros_nodes.qos import qos_from_string
 
 NODE_NAME = "genie_camera_replay"
@@ -102,7 +103,11 @@ class CameraReplayNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    argv = argv if argv is not None else sys.argv
+    if help_requested(argv):
+        print(usage("genie-camera-replay-node", __doc__, PARAMETERS))
+        return 0
+    rclpy.init(args=argv)
     try:
         node = CameraReplayNode()
     except Exception as exc:
@@ -117,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        stop(executor, node)
     return 0
 
 

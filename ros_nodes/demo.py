@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from genie_robot.data.preview import frame_grid, save_gif, save_image
     from ros_nodes.conversions import image_to_rgb
+    from ros_nodes.node_main import stop
     from ros_nodes.qos import qos_from_string
 
     try:
@@ -147,9 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        stop(executor, node)
 
     video = np.stack(frames)
     scale = max(1, 256 // video.shape[1])

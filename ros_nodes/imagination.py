@@ -26,19 +26,11 @@ from typing import Callable
 
 import numpy as np
 
+from genie_robot.data.convert.images import center_crop_resize
+
 log = logging.getLogger(__name__)
 
 MODES = ("on_action", "rate")
-
-
-def resize(frame_HW3: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) -> resolution (H', W'), cv2.INTER_AREA as the runtime resizes prompts."""
-    H, W = resolution
-    if frame_HW3.shape[:2] == (H, W):
-        return frame_HW3
-    import cv2
-
-    return cv2.resize(frame_HW3, (W, H), interpolation=cv2.INTER_AREA)
 
 
 class Imagination:
@@ -76,7 +68,8 @@ class Imagination:
     # ----------------------------------------------------------------------------- commands
 
     def reset(self, prompt_HW3: np.ndarray, stamp_ns: int) -> None:
-        """Start the imagined world over at this frame (uint8, any size: the model resizes).
+        """Start the imagined world over at this frame (uint8, any size: the model centre-crops it to its
+        aspect and resizes it, as the converters do; see WorldModel.prepare_frames).
         Pending actions are discarded. With publish_prompt, on_frame gets the prompt at the model's
         resolution as frame 0 (subscribers then know the world is ready). Raises ValueError for
         frames the model rejects."""
@@ -85,7 +78,7 @@ class Imagination:
             with self._cv:
                 self._state, self._prompt_stamp, self._k = state, int(stamp_ns), 0
             if self.publish_prompt:
-                self.on_frame(resize(prompt_HW3, self.model.resolution), 0, int(stamp_ns))
+                self.on_frame(center_crop_resize(prompt_HW3, self.model.resolution), 0, int(stamp_ns))
 
     def push_action(self, action: int) -> None:
         """Queue one latent action (checked against the model's range; ValueError names it)."""

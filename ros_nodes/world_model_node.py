@@ -32,6 +32,7 @@ from std_srvs.srv import Trigger
 
 from ros_nodes.conversions import DEFAULT_MAX_PIXELS, ImageError, image_to_rgb, rgb_to_image, OUTPUT_ENCODINGS
 from ros_nodes.imagination import Imagination
+from ros_nodes.node_main import help_requested, stop, usage
 from ros_nodes.qos import qos_from_string
 
 NODE_NAME = "genie_world_model"
@@ -285,7 +286,11 @@ class WorldModelNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    argv = argv if argv is not None else sys.argv
+    if help_requested(argv):
+        print(usage("genie-world-model-node", __doc__, PARAMETERS))
+        return 0
+    rclpy.init(args=argv)
     try:
         node = WorldModelNode()
     except Exception as exc:  # a bad bundle or parameter: one clear line, no traceback
@@ -300,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        stop(executor, node)
     return 0
 
 

@@ -49,11 +49,14 @@ def dynamics_monitor(genie, val_set, device: torch.device) -> dict[str, float]:
 
     batch = _windows(val_set, DYN_CLIPS)
     clips = batch["frames"][:, :DYN_FRAMES].to(device)
+    t = clips.shape[1] - 1  # 4, or less when training windows are shorter (then named for their t)
+    if t < 1:
+        return {}
     ground_truth = genie.cfg.dynamics.action_source == "ground_truth"
-    actions = batch["transition_actions"][:, : DYN_FRAMES - 1] if ground_truth else None
+    actions = batch["transition_actions"][:, :t] if ground_truth else None
     dp = delta_psnr(genie, clips, seed=0, actions_BT1=actions)
-    t = DYN_FRAMES - 1
-    out = {"delta_psnr_4": dp.at(t), "gen_psnr_4": float(np.nanmean(dp.psnr_inferred_BT[:, t]))}
+    out = {f"delta_psnr_{t}": float(np.mean(dp.psnr_inferred_BT[:, t] - dp.psnr_random_BT[:, t])),
+           f"gen_psnr_{t}": float(np.nanmean(dp.psnr_inferred_BT[:, t]))}
     if not ground_truth:
         out.update(_usage_metrics(dp.actions_inferred_BT, genie.cfg.lam.num_actions))
     return out

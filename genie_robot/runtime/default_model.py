@@ -4,7 +4,8 @@
 weights.safetensors: the `cpu` preset trained on simulator video, see docs/default_model/report.md).
 Its ONNX graphs are not committed (they would double the size): the first `WorldModel.load(...,
 backend="onnx")` of a weight-only bundle exports them once into the cache, keyed by the weights'
-sha256, and later loads reuse them.
+sha256, and later loads reuse them once every cached file still matches the sha256 in the cache's
+manifest (a corrupt cache is exported again, with a log line, instead of being served).
 
     WorldModel.load("default")                  # the shipped model, onnxruntime
     genie-robot play                            # --bundle default
@@ -50,13 +51,15 @@ def cache_root() -> Path:
 
 
 def onnx_bundle(bundle_dir: str | Path) -> Path:
-    """`bundle_dir` if it was exported with ONNX graphs; for a weight-only bundle (`--no-onnx`, the
+    """A bundle with ONNX graphs for the onnx backend, every file checked against its manifest's sha256:
+    `bundle_dir` itself if it was exported with graphs; for a weight-only bundle (`--no-onnx`, the
     shipped default model) a bundle with graphs in the cache, exported on first use (about a minute
-    for the `cpu` preset on 2 cores). A bundle that should have graphs but lost one is left alone, so
-    the loader names the missing file."""
+    for the `cpu` preset on 2 cores) and again if the cached copy is corrupt. A bundle that should
+    have graphs but lost or changed one is not repaired: the error names the file."""
     d = Path(bundle_dir)
     manifest = bundle.read_manifest(d)
     if manifest.get("opset") is not None:
+        bundle.verify(d, bundle.ONNX_FILES)
         return d
     bundle.require(d, (bundle.CONFIG, bundle.WEIGHTS))
     weights_sha = manifest["files"].get(bundle.WEIGHTS) or bundle.sha256(d / bundle.WEIGHTS)
@@ -89,12 +92,12 @@ def onnx_bundle(bundle_dir: str | Path) -> Path:
 
 
 def _complete(out: Path, source: Path) -> bool:
-    """An earlier export of the same weights and config, with every file its manifest lists."""
+    """An earlier export of the same weights and config, every file intact (sha256 as its manifest says)."""
+    if not out.exists():
+        return False
     try:
-        manifest = bundle.read_manifest(out)
-        bundle.require(out, bundle.ONNX_FILES + (bundle.CONFIG, bundle.WEIGHTS))
-    except (FileNotFoundError, bundle.BundleError, json.JSONDecodeError):
+        manifest = bundle.verify(out, bundle.ONNX_FILES + (bundle.CONFIG, bundle.WEIGHTS))
+    except (FileNotFoundError, bundle.BundleError, json.JSONDecodeError) as exc:
+        log.warning("the ONNX cache %s is incomplete or corrupt (%s): exporting it again", out, exc)
         return False
-    if json.loads((source / bundle.CONFIG).read_text()) != manifest.get("config"):
-        return False
-    return all((out / name).stat().st_size > 0 for name in manifest.get("files", {}))
+    return json.loads((source / bundle.CONFIG).read_text()) == manifest.get("config")

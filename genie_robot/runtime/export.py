@@ -8,11 +8,17 @@ MaskGIT loop stays on the host (world_model.py).
 
     genie-robot export --dynamics runs/dynamics --out bundles/cpu
     genie-robot export --dynamics runs/dynamics --tokenizer runs/tokenizer --out bundles/cpu --mlflow
+
+The exporter and the onnxscript optimizer log hundreds of lines per graph ("Replaced initializer ...",
+"Skipping constant folding ...", torchvision notes) that say nothing to a user: they are held back
+(`quiet_exporter`) and shown only when the export fails, or with `--verbose` (logger
+genie_robot.runtime.export at DEBUG).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -23,6 +29,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
+# loggers of torch.onnx's dynamo exporter and the ONNX optimizer it runs (onnxscript, onnx_ir)
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
 
 
 class ExportError(ValueError):
@@ -90,8 +98,45 @@ def _tokenizer_dict(model_config: dict) -> dict:
         return model_config["tokenizer"]
 
 
-def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict:
-    """Write the four graphs into `out_dir`; returns {graph: {"inputs": {...}, "outputs": {...}}} shapes."""
+@contextlib.contextmanager
+def quiet_exporter(verbose: bool | None = None):
+    """Hold back the exporter's log records and warnings; on failure, log the last warnings kept.
+
+    verbose None: quiet unless this module's logger is at DEBUG (`--verbose`)."""
+    if verbose is None:
+        verbose = log.isEnabledFor(logging.DEBUG)
+    if verbose:
+        yield
+        return
+    kept: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record)
+
+    keep = Keep(logging.WARNING)
+    saved = []
+    for name in EXPORTER_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers[:], logger.propagate))
+        logger.handlers, logger.propagate = [keep], False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except BaseException:
+        for record in kept[-20:]:
+            log.warning("exporter: %s", record.getMessage())
+        raise
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+
+
+def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET, *, verbose: bool | None = None) -> dict:
+    """Write the four graphs into `out_dir`; returns {graph: {"inputs": {...}, "outputs": {...}}} shapes.
+
+    verbose: show the exporter's own logging (see `quiet_exporter`)."""
     import torch
 
     from genie_robot.runtime.onnx_backend import INPUTS
@@ -126,8 +171,7 @@ def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET) -> dict:
         # the exporter's argument names are the forward() parameter names
         params = list(module.forward.__code__.co_varnames[1:len(names) + 1])
         path = Path(out_dir) / f"{graph}.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with quiet_exporter(verbose), torch.no_grad():
             program = torch.onnx.export(
                 module, examples[graph], dynamo=True, opset_version=opset, verbose=False,
                 input_names=flat_names, output_names=[outputs[graph], "new_kv"],
@@ -164,7 +208,6 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
 
     import onnx as onnx_lib
     import torch
-    from safetensors.torch import save_file
 
     from genie_robot.models import model_cost
     from genie_robot.runtime import bundle
@@ -190,7 +233,7 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
     try:
         cfg_dict = genie.cfg.to_dict()
         (tmp / bundle.CONFIG).write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
-        save_file({k: v.detach().contiguous() for k, v in genie.state_dict().items()}, str(tmp / bundle.WEIGHTS))
+        bundle.save_weights({k: v.detach().contiguous() for k, v in genie.state_dict().items()}, tmp / bundle.WEIGHTS)
         shapes = export_onnx(genie, tmp, opset) if onnx else {}
         cost = model_cost(genie.cfg)
         manifest = bundle.write_manifest(
@@ -227,6 +270,8 @@ def log_to_mlflow(bundle_dir: str | Path, run_id: str, tracking_uri: str | None 
 
 def run_cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.verbose:
+        log.setLevel(logging.DEBUG)  # quiet_exporter lets the exporter's own logging through
     try:
         sampling = {"maskgit_steps": args.maskgit_steps, "temperature": args.temperature, "order": args.order,
                     "guidance": args.guidance}
@@ -268,4 +313,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--mlflow", action="store_true", help="log the ONNX models to the MLflow run stored in the checkpoint")
     p.add_argument("--mlflow-run-id", default=None, help="log the ONNX models to this MLflow run (implies --mlflow)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the ONNX exporter's and optimizer's own log (hundreds of lines per graph)")
     p.set_defaults(func=run_cli)

@@ -7,7 +7,7 @@ graphs of torch_backend.py on a backend: "onnx" (onnxruntime, CPU or CUDA provid
 rollout gives the same tokens on either.
 
     wm = WorldModel.load("bundles/cpu")                 # backend="onnx", providers="auto"
-    state = wm.reset(prompt_THW3)                       # uint8 frames; resized if only the size differs
+    state = wm.reset(prompt_THW3)                       # uint8 frames; other sizes centre-cropped + resized
     frames_BHW3 = wm.step(state, np.array([3]))         # one latent action per batch row, in [0, A)
     frames_BTHW3 = wm.rollout(prompt_THW3, actions_BT)  # B candidate action sequences (planners: 64+)
     actions_BT1 = wm.infer_actions(video_BTHW3)         # latent actions of real video (the LAM)
@@ -124,8 +124,11 @@ class WorldModel:
     def prepare_frames(self, frames: np.ndarray, what: str = "prompt") -> np.ndarray:
         """(H, W, 3) | (T, H, W, 3) | (B, T, H, W, 3) uint8 -> (B, T, H, W, 3) at the model's resolution.
 
-        Frames of another size are resized (cv2 INTER_AREA) with a log line; anything else that is
-        not uint8 RGB channels-last is an error naming the expected layout."""
+        Frames of another size are brought to it as the converters bring video into a store (a log line
+        says so): the largest centred crop with the model's aspect, resized with cv2.INTER_AREA (INTER_LINEAR
+        when growing) by genie_robot.data.convert.images.center_crop_resize, so a 4:3 camera is cropped,
+        not stretched.
+        No frames, or anything that is not uint8 RGB channels-last, is an error naming the expected layout."""
         H, W = self.resolution
         x = np.asarray(frames)
         expected = f"uint8 RGB frames, channels last: (H, W, 3), (T, H, W, 3) or (B, T, H, W, 3), model size {H}x{W}"
@@ -138,14 +141,17 @@ class WorldModel:
                 if x.ndim >= 3 and x.shape[-3] == 3 else ""
             raise ValueError(f"{what}: expected {expected}; got {x.dtype} {x.shape}{hint}")
         x = x[None, None] if x.ndim == 3 else x[None] if x.ndim == 4 else x
+        if 0 in x.shape:
+            raise ValueError(f"{what}: no frames (shape {np.asarray(frames).shape}); expected {expected}, "
+                             "with at least one frame of at least 1x1 pixels")
         if tuple(x.shape[2:4]) != (H, W):
-            import cv2
+            from genie_robot.data.convert.images import center_crop_resize
 
-            log.warning("%s: resizing frames from %dx%d to the model's %dx%d (cv2.INTER_AREA)",
-                        what, x.shape[2], x.shape[3], H, W)
+            log.warning("%s: resizing frames from %dx%d to the model's %dx%d (centred crop to its aspect, then "
+                        "resize, as the converters do)", what, x.shape[2], x.shape[3], H, W)
             B, T = x.shape[:2]
             flat = x.reshape(B * T, *x.shape[2:])
-            x = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_AREA) for f in flat]).reshape(B, T, H, W, 3)
+            x = np.stack([center_crop_resize(f, (H, W)) for f in flat]).reshape(B, T, H, W, 3)
         return np.ascontiguousarray(x)
 
     def _check_actions(self, actions: np.ndarray, batch: int | None, what: str) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from genie_robot.runtime import bundle
 from genie_robot.runtime.bundle import BundleError
 from genie_robot.runtime.world_model import WorldModel
 
@@ -146,8 +147,9 @@ def test_broken_bundles_name_the_file_and_the_fix(tiny_export, tmp_path):
         d = json.loads((other / name).read_text())
         if name == "config.json":
             d = cfg.to_dict()
-        else:
+        else:  # a consistent forgery (sha256 re-recorded), so the checks behind the hashes are reached
             d["config"] = cfg.to_dict()
+            d["files"]["config.json"] = bundle.sha256(other / "config.json")
         (other / name).write_text(json.dumps(d))
     with pytest.raises(BundleError, match="different models"):
         WorldModel.load(other, threads=1)

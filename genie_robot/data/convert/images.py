@@ -59,7 +59,10 @@ def to_rgb(image: np.ndarray, where: str) -> np.ndarray:
 
 
 def center_crop_resize(image_HW3: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
-    """Largest centred crop with the aspect of `resolution` (H, W), resized to it. uint8 in and out."""
+    """Largest centred crop with the aspect of `resolution` (H, W), resized to it. uint8 in and out.
+
+    The one preprocessing of frames of another size: the converters, `WorldModel.prepare_frames`
+    (prompts, goals, real clips) and the ROS node's prompt echo all call it."""
     out_h, out_w = resolution
     h, w = image_HW3.shape[:2]
     if (h, w) == (out_h, out_w):
