@@ -3,14 +3,34 @@
 Frames carry markers so tests can check where a frame came from: in every frame,
 pixel [0, 0, 0] = episode index (mod 256) and pixel [0, 0, 1] = frame index within the episode
 (mod 256). With actions, action[t, 0] = episode index and action[t, 1] = t (when A >= 2).
+
+The environment scripts/env.sh gives `./scripts/test` is set here too (values already set win), so a
+plain `pytest` in the venv runs the suite the same way: the MuJoCo backend (the library would probe
+for one, but every subprocess would probe again), glibc malloc keeping memory (subprocess trainers),
+ROS 2 discovery kept on this machine, and the venv's console scripts (`genie-robot`) on PATH for the
+tests that run them as subprocesses.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+for _key, _value in {
+    "MUJOCO_GL": "egl",
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": "17179869184",
+    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+}.items():
+    os.environ.setdefault(_key, _value)
+_BIN = str(Path(sys.executable).parent)  # the venv's bin/ when pytest runs as .venv/bin/python -m pytest
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 
 def make_episode(

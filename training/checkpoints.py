@@ -11,6 +11,12 @@ A checkpoint is a directory `<run_dir>/checkpoints/step_00001000/` holding
 It is written into a hidden temporary directory next to its final place, every file fsynced, then
 renamed into place with os.replace: a `step_*` directory is complete by construction, and a process
 killed mid-write leaves only a `.tmp-*` directory that the next save removes.
+
+What happens to a checkpoint after it was written (a disk filling up during a copy, a truncated
+upload, an edited config.json) is checked when it is picked: `checkpoint_problems` reads the JSON and
+compares each file's size with what its header promises. A run dir resolves to its newest intact
+checkpoint, with a warning for each damaged newer one; a damaged checkpoint named explicitly, or a
+run dir with none intact, is a CheckpointError naming the files.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import json
 import os
 import re
 import shutil
+import struct
+import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +41,10 @@ WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 CONFIG = "config.json"
 STATE = "state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint whose files are damaged (truncated, not what they claim to be); names them."""
 
 
 @dataclass
@@ -77,17 +90,86 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    ckpts = list_checkpoints(run_dir)
-    return ckpts[-1] if ckpts else None
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole, or None: its size must be 8 + header + the data the
+    header's tensors span."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                return f"{path}: truncated ({size} bytes, its header alone claims {n + 8})"
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except FileNotFoundError:
+        return f"{path}: missing"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
+        return f"{path}: not a safetensors file ({type(exc).__name__}: {exc})"
+    if size != 8 + n + end:
+        return f"{path}: {size} bytes, its header promises {8 + n + end} (truncated or overwritten)"
+    return None
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint dir as given, or the latest checkpoint of a run dir. Raises with a fix if neither."""
+def checkpoint_problems(path: str | Path, *, with_state: bool = True) -> list[str]:
+    """What is wrong with the files of checkpoint dir `path` ([] when it looks intact): config.json
+    must be a JSON object, each safetensors file as long as its header says, state.pt (when
+    `with_state`) a whole torch.save archive. Cheap: no tensor is read."""
     p = Path(path)
-    if (p / WEIGHTS).is_file() and (p / CONFIG).is_file():
-        return p
-    latest = latest_checkpoint(p)
+    problems = []
+    try:
+        if not isinstance(json.loads((p / CONFIG).read_text()), dict):
+            problems.append(f"{p / CONFIG}: not a JSON object")
+    except FileNotFoundError:
+        problems.append(f"{p / CONFIG}: missing")
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        problems.append(f"{p / CONFIG}: not valid JSON ({exc})")
+    for name in (WEIGHTS, EMA_WEIGHTS):
+        if name == WEIGHTS or (p / name).exists():
+            problem = _safetensors_problem(p / name)
+            if problem:
+                problems.append(problem)
+    if with_state:
+        if not (p / STATE).is_file():
+            problems.append(f"{p / STATE}: missing")
+        elif not zipfile.is_zipfile(p / STATE):  # torch.save writes a zip; a cut one lacks its directory
+            problems.append(f"{p / STATE}: not a whole torch.save archive (truncated?)")
+    return problems
+
+
+def latest_checkpoint(run_dir: str | Path, *, with_state: bool = True) -> Path | None:
+    """The newest intact checkpoint of a run (None when it has none). A damaged newer one is skipped
+    with a warning; when every one is damaged, CheckpointError names their files."""
+    found = list_checkpoints(run_dir)
+    damaged = []
+    for p in reversed(found):
+        problems = checkpoint_problems(p, with_state=with_state)
+        if not problems:
+            return p
+        damaged.append(f"{p.name}: {'; '.join(problems)}")
+        print(f"warning: checkpoint {p} is damaged ({'; '.join(problems)}); trying the one before it",
+              file=sys.stderr)
+    if damaged:
+        raise CheckpointError(
+            f"every checkpoint of {run_dir} is damaged ({' | '.join(damaged)}); restore one from a copy, "
+            "or start again in a new run dir"
+        )
+    return None
+
+
+def resolve_checkpoint(path: str | Path, *, with_state: bool = True) -> Path:
+    """A checkpoint dir as given, or the newest intact checkpoint of a run dir. Raises with a fix if
+    neither (CheckpointError for damaged files; `with_state=False`: state.pt is not needed)."""
+    p = Path(path)
+    if _STEP_RE.match(p.name) or ((p / WEIGHTS).is_file() and (p / CONFIG).is_file()):
+        problems = checkpoint_problems(p, with_state=with_state) if p.is_dir() else []
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {p} is damaged: {'; '.join(problems)}; pass an older checkpoint, or the run dir "
+                f"({p.parent.parent}), which resolves to its newest intact one"
+            )
+        if p.is_dir():
+            return p
+    latest = latest_checkpoint(p, with_state=with_state)
     if latest is not None:
         return latest
     if not p.exists():
@@ -140,14 +222,29 @@ def save_checkpoint(
     return final
 
 
+def _read(path: Path, load):
+    """load() the file at `path`; any failure of the decoder (each raises its own types) is a
+    CheckpointError naming the file."""
+    try:
+        return load()
+    except Exception as exc:  # safetensors, torch.load (zip, unpickler) and json all raise their own
+        raise CheckpointError(f"checkpoint file {path} cannot be read ({type(exc).__name__}: {exc}); "
+                              "pass an older checkpoint, or restore this one from a copy") from None
+
+
 def load_checkpoint(path: str | Path, *, with_state: bool = True, map_location: str = "cpu") -> Checkpoint:
-    """Load a checkpoint dir (or the latest in a run dir). `state.pt` is read with weights_only=True."""
-    p = resolve_checkpoint(path)
+    """Load a checkpoint dir (or the newest intact one of a run dir). `state.pt` is read with
+    weights_only=True. Damaged files raise CheckpointError."""
+    p = resolve_checkpoint(path, with_state=with_state)
     m = _STEP_RE.match(p.name)
-    config = json.loads((p / CONFIG).read_text())
-    weights = load_file(str(p / WEIGHTS), device=map_location)
-    ema = load_file(str(p / EMA_WEIGHTS), device=map_location) if (p / EMA_WEIGHTS).is_file() else None
-    state = torch.load(p / STATE, map_location=map_location, weights_only=True) if with_state else None
+    config = _read(p / CONFIG, lambda: json.loads((p / CONFIG).read_text()))
+    weights = _read(p / WEIGHTS, lambda: load_file(str(p / WEIGHTS), device=map_location))
+    ema = None
+    if (p / EMA_WEIGHTS).is_file():
+        ema = _read(p / EMA_WEIGHTS, lambda: load_file(str(p / EMA_WEIGHTS), device=map_location))
+    state = None
+    if with_state:
+        state = _read(p / STATE, lambda: torch.load(p / STATE, map_location=map_location, weights_only=True))
     step = int(m.group(1)) if m else int((state or {}).get("step", 0))
     return Checkpoint(path=p, step=step, config=config, weights=weights, ema=ema, state=state)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -95,6 +96,14 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) is above lr ({self.lr})")
+        if self.store_weights is not None:
+            w = self.store_weights
+            if not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+                raise ValueError(
+                    f"store weights must be finite numbers >= 0, at least one of them positive, got {w}; "
+                    "give each store a positive weight (--store PATH:WEIGHT, e.g. --store sim.zarr:2), or "
+                    "leave the weight off to sample stores by size"
+                )
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -112,6 +121,31 @@ class TrainConfig:
             _set_field(cfg, key, value)
         cfg.validate()
         return cfg
+
+
+# Fields a resumed run may change freely: bookkeeping, where things run, and the frozen models'
+# paths (a stage-2 checkpoint holds their weights). Any other change (lr, max_steps, seed, window,
+# stores, ...) makes the resumed run another run, refused unless asked for (`resume_changes`).
+# stage, preset, model and batch_size are checked on their own (training.train._model_check).
+RESUME_SAFE_FIELDS = frozenset({
+    "val_every", "log_every", "ckpt_every", "sample_every", "keep_last", "val_batches", "tracking_uri",
+    "experiment", "run_name", "run_dir", "num_workers", "device", "compile",
+    "tokenizer", "tokenizer_weights", "lam", "lam_weights",
+})
+
+
+def resume_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """{field: (saved value, value now)} for the fields outside RESUME_SAFE_FIELDS that differ
+    between a checkpoint's saved train config and `cfg` (saved configs predating a field count as
+    having its default)."""
+    hints = _field_types()
+    try:
+        old = TrainConfig.from_dict({k: v for k, v in saved.items() if k in hints}).to_dict()
+    except ValueError:
+        old = {**TrainConfig().to_dict(), **saved}
+    now = cfg.to_dict()
+    skip = RESUME_SAFE_FIELDS | {"stage", "preset", "model", "batch_size"}
+    return {k: (old.get(k), now[k]) for k in now if k not in skip and old.get(k) != now[k]}
 
 
 def _field_types() -> dict[str, Any]:
@@ -173,10 +207,18 @@ def _set_field(cfg: TrainConfig, key: str, value: Any) -> None:
         return
     hints = _field_types()
     if key not in hints:
-        close = difflib.get_close_matches(key, list(hints), n=3)
+        close = [_ALIASES[key]] if key in _ALIASES else difflib.get_close_matches(key, list(hints), n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else f"; known keys: {', '.join(hints)}"
         raise ValueError(f"unknown training config key {key!r}{hint}")
     setattr(cfg, key, _coerce(value, hints[key], key))
+
+
+# Names other trainers use for a field, which spelling similarity alone would not suggest.
+_ALIASES = {
+    "learning_rate": "lr", "min_learning_rate": "min_lr", "steps": "max_steps", "num_steps": "max_steps",
+    "total_steps": "max_steps", "train_steps": "max_steps", "warmup": "warmup_steps", "wd": "weight_decay",
+    "ema": "ema_decay", "clip_grad": "grad_clip", "max_grad_norm": "grad_clip", "bs": "batch_size",
+}
 
 
 def _merge(dst: dict, src: dict) -> None:
@@ -265,7 +307,11 @@ def apply_model_overrides(base: dict, overrides: dict, prefix: str = "model") ->
             out[key] = _coerce(value, bool, name)
         elif isinstance(current, (int, float)) and not isinstance(value, bool):
             out[key] = _coerce(value, type(current), name)
-        elif isinstance(current, (list, tuple)) and isinstance(value, (list, tuple)):
+        elif isinstance(current, (list, tuple)):
+            if not isinstance(value, (list, tuple)):
+                example = ",".join(str(value) for _ in current) if current else str(value)
+                raise ValueError(f"{name} is a list (now {list(current)}), got the single value {value!r}; "
+                                 f"give the list in brackets, e.g. --set {name}=[{example}]")
             out[key] = type(current)(value)
         else:
             out[key] = value

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import copy
 import ctypes
+import json
 import math
 import os
 import random
@@ -35,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from training import checkpoints as ckpt_io
-from training.configs import TrainConfig, apply_model_overrides, flatten, load_config
+from training.configs import TrainConfig, apply_model_overrides, flatten, load_config, resume_changes
 
 # ------------------------------------------------------------------------------------------------
 # process setup: allocator, distributed, seeds
@@ -308,10 +309,12 @@ def _load_frozen(path_spec: str, stage_name: str, ema: bool, ours: dict, what: s
     """Weights of a finished `train <stage_name>` run whose `what` part of the model config equals
     `ours` -> state dict. Raises ConfigError naming the fix."""
     try:
-        path = ckpt_io.resolve_checkpoint(path_spec)
+        path = ckpt_io.resolve_checkpoint(path_spec, with_state=False)
+        weights, config = ckpt_io.load_weights(path, ema=ema)
     except FileNotFoundError as exc:
         raise ConfigError(f"{what} checkpoint missing: {exc}; train one with `{train_cmd}`") from None
-    weights, config = ckpt_io.load_weights(path, ema=ema)
+    except ckpt_io.CheckpointError as exc:
+        raise ConfigError(f"{what} checkpoint: {exc}") from None
     if config.get("stage") != stage_name:
         raise ConfigError(f"{path} is a {config.get('stage')!r} checkpoint, not a {stage_name} one; "
                           f"pass a `{train_cmd}` run")
@@ -374,11 +377,13 @@ def build_stage(cfg: TrainConfig) -> Stage:
             "or --tokenizer runs/tokenizer/checkpoints/step_N"
         )
     try:
-        path = ckpt_io.resolve_checkpoint(cfg.tokenizer)
+        path = ckpt_io.resolve_checkpoint(cfg.tokenizer, with_state=False)
+        # EMA weights when stage 1 kept them, unless tokenizer_weights="raw"
+        tok_weights, tok_config = ckpt_io.load_weights(path, ema=cfg.tokenizer_weights == "ema")
     except FileNotFoundError as exc:
         raise ConfigError(f"tokenizer checkpoint missing: {exc}; train one with `genie-robot train tokenizer`") from None
-    # EMA weights when stage 1 kept them, unless tokenizer_weights="raw"
-    tok_weights, tok_config = ckpt_io.load_weights(path, ema=cfg.tokenizer_weights == "ema")
+    except ckpt_io.CheckpointError as exc:
+        raise ConfigError(f"tokenizer checkpoint: {exc}") from None
     if tok_config.get("stage") != "tokenizer":
         raise ConfigError(f"{path} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer; pass a stage-1 run")
     theirs, ours = flatten(_normalised(tok_config["model"])["tokenizer"]), flatten(cfg_dict["tokenizer"])
@@ -496,6 +501,24 @@ def _normalised(model_config: dict) -> dict:
         return model_config
 
 
+def _resume_config_check(path: Path, cfg: TrainConfig, allow: bool) -> dict:
+    """{field: (saved, now)} of the run-changing fields a resume changes; ConfigError unless `allow`."""
+    try:
+        saved = json.loads((path / ckpt_io.CONFIG).read_text()).get("train") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"--resume: {path / ckpt_io.CONFIG} cannot be read ({exc})") from None
+    changed = resume_changes(saved, cfg)
+    if changed and not allow:
+        listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(
+            f"cannot resume from {path} with a changed config ({listed}; saved -> now): these change what "
+            "is trained, so the run would no longer be the one its record describes. Resume with the saved "
+            "values, start a new --run-dir, or pass --allow-changes to continue with the new ones (logged "
+            "to MLflow as resume.* params)"
+        )
+    return changed
+
+
 def _model_check(saved: dict, stage: Stage, cfg: TrainConfig, path: Path) -> None:
     if _normalised(saved.get("model") or {}) != stage.model_config or saved.get("stage") != stage.name:
         raise ConfigError(
@@ -545,11 +568,14 @@ def evaluate(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device
 
 
 def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=None,
-          resume: str | bool | None = None) -> Path:
+          resume: str | bool | None = None, allow_changes: bool = False) -> Path:
     """Run (or resume) training; returns the final checkpoint's path.
 
     `stage`, `train_set` and `val_set` default to the real models and WindowDatasets for `cfg`; tests
-    pass small stand-ins. `resume`: True/"auto" (latest checkpoint in the run dir, if any) or a checkpoint path.
+    pass small stand-ins. `resume`: True/"auto" (latest intact checkpoint in the run dir, if any) or a
+    checkpoint path. A resumed run must keep the saved config, except the fields in
+    configs.RESUME_SAFE_FIELDS; `allow_changes` accepts other changes and logs them to MLflow as
+    `resume.step_<N>.<field>` params and a `resume.changed` tag.
     """
     from tqdm import tqdm
 
@@ -562,6 +588,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         raise ConfigError(f"batch_size {cfg.batch_size} is the global batch; it must divide by the {info.world} processes")
     run_dir = cfg.resolved_run_dir
     resume_path = _find_resume(run_dir, resume)
+    changed = _resume_config_check(resume_path, cfg, allow_changes) if resume_path is not None else {}
 
     seed_everything(cfg.seed)  # the same initial weights on every rank and every run
     if stage is None:
@@ -584,7 +611,10 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
     step, run_id = 0, None
     seed_everything(cfg.seed * 1000 + info.rank)  # per-rank randomness (masking, dropout) from here on
     if resume_path is not None:
-        ck = ckpt_io.load_checkpoint(resume_path, map_location="cpu")
+        try:
+            ck = ckpt_io.load_checkpoint(resume_path, map_location="cpu")
+        except ckpt_io.CheckpointError as exc:
+            raise ConfigError(f"--resume: {exc}") from None
         _model_check(ck.config, stage, cfg, resume_path)
         model.load_state_dict(ck.weights)
         optimizer.load_state_dict(ck.state["optimizer"])
@@ -606,9 +636,14 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         tags["sys.malloc"] = malloc_mode
         if resume_path is not None:
             tags["resumed_from"] = str(resume_path)
+        if changed:  # --allow-changes: the record says what changed, from which step
+            tags["resume.changed"] = "; ".join(f"{k}: {old!r} -> {new!r} from step {step}"
+                                               for k, (old, new) in changed.items())
         tracker.set_tags(tags)
-        if run_id is None:
+        if tracker.run_id != run_id:  # a new MLflow run (also when the checkpoint's run is gone)
             tracker.log_params(flatten({"train": cfg.to_dict(), "model": stage.model_config}))
+        if changed:
+            tracker.log_params({f"resume.step_{step:08d}.train.{k}": new for k, (_, new) in changed.items()})
         print(f"{stage.name}: {sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters on {device} "
               f"x{info.world}; run {tracker.run_id} ({tracker.tracking_uri}); run dir {run_dir}", flush=True)
 
@@ -751,19 +786,20 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
 
 def _find_resume(run_dir: Path, resume: str | bool | None) -> Path | None:
     if resume in (None, False, ""):
-        latest = ckpt_io.latest_checkpoint(run_dir)
-        if latest is not None:
+        existing = ckpt_io.list_checkpoints(run_dir)
+        if existing:
             raise ConfigError(
-                f"run dir {run_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
+                f"run dir {run_dir} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
                 "continue it, or choose another --run-dir"
             )
         return None
-    if resume in (True, "auto"):
-        return ckpt_io.latest_checkpoint(run_dir)  # None: nothing to resume yet, start fresh
     try:
+        if resume in (True, "auto"):
+            # the newest intact checkpoint (damaged newer ones are skipped with a warning); None: start fresh
+            return ckpt_io.latest_checkpoint(run_dir)
         return ckpt_io.resolve_checkpoint(resume)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"--resume {resume}: {exc}") from None
+    except (FileNotFoundError, ckpt_io.CheckpointError) as exc:
+        raise ConfigError(f"--resume{'' if resume in (True, 'auto') else ' ' + str(resume)}: {exc}") from None
 
 
 def _open_tracker(cfg: TrainConfig, stage: Stage, run_id: str | None):
@@ -800,6 +836,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: accept config changes that alter the run (lr, max_steps, seed, "
+                        "stores, ...); they are logged to MLflow as resume.* params")
 
 
 def _split_store(spec: str) -> tuple[str, float | None]:
@@ -832,10 +871,12 @@ def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from genie_robot.data.store import StoreError  # a damaged chunk found while training
+
     try:
         cfg = config_from_args(args, args.stage)
-        final = train(cfg, resume=args.resume)
-    except (ConfigError, FileNotFoundError) as exc:  # config / data / checkpoint problems: no traceback
+        final = train(cfg, resume=args.resume, allow_changes=args.allow_changes)
+    except (ConfigError, FileNotFoundError, StoreError) as exc:  # config / data / checkpoint problems: no traceback
         print(f"genie-robot train {args.stage}: error: {exc}", file=sys.stderr)
         return 2
     if final is not None:

@@ -1,5 +1,7 @@
 """`genie-robot info STORE`: what an episode store holds (episodes, frames, resolution, fps, source,
-camera, action/state dims, episode lengths, size on disk), optionally with a preview grid of frames.
+camera, action/state dims, episode lengths, size on disk), optionally with a preview grid of frames,
+and with `--check` whether every chunk is there and decompresses (opening reads only metadata,
+episode_ends and the action/state vectors, so a damaged frame chunk shows only when read).
 
 Imports nothing heavier than zarr, so it stays quick on a laptop looking at a remote store.
 """
@@ -92,14 +94,29 @@ def format_info(d: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genie_robot.data.store import EpisodeStore, StoreError
+    from genie_robot.data.store import StoreError
 
     try:
-        store = EpisodeStore.open(args.store, allow_incomplete=args.allow_incomplete)
-    except StoreError as exc:
+        return _run(args)
+    except StoreError as exc:  # invalid or damaged store (a preview reads frames)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from genie_robot.data.store import EpisodeStore
+
+    store = EpisodeStore.open(args.store, allow_incomplete=args.allow_incomplete)
     print(format_info(describe(store)))
+    if args.check:
+        counts, problems = store.check()
+        read = ", ".join(f"{n} chunks of {name}" for name, n in counts.items())
+        if problems:
+            for message in problems:
+                print(f"error: {message}", file=sys.stderr)
+            print(f"check: {len(problems)} damaged or missing chunks ({read} read)", file=sys.stderr)
+            return 1
+        print(f"check: every chunk present and readable ({read})")
     if args.preview:
         from genie_robot.data.preview import save_image, store_preview
 
@@ -124,6 +141,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--episodes", type=int, default=4, help="episodes (rows) in the preview (default 4)")
     p.add_argument(
         "--frames", type=int, default=8, help="frames per episode (columns) in the preview (default 8)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="read every chunk of the frames, actions and states and report each missing or damaged one "
+        "(reads the whole store)",
     )
     p.add_argument(
         "--allow-incomplete",

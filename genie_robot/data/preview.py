@@ -138,7 +138,7 @@ def store_preview(store, *, episodes: int = 4, frames: int = 8, min_size: int = 
     for e in picked:
         start, end = store.episode_bounds(int(e))
         t = np.unique(np.linspace(start, end - 1, min(frames, end - start)).round().astype(int))
-        rows.append(np.asarray(store.rgb.get_orthogonal_selection((t,))))
+        rows.append(np.stack([store.frames(int(i), int(i) + 1)[0] for i in t]))  # checked reads
         labels.append(f"ep {e}, {end - start} f")
     scale = max(1, -(-min_size // min(store.resolution)))
     return frame_grid(rows, labels=labels, scale=scale)

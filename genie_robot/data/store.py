@@ -5,12 +5,19 @@ Layout (diffusion_policy's ReplayBuffer convention, Zarr format 3; the contract 
 (N, A) and `data/state` (N, S) float32, `meta/episode_ends` (E,) int64 cumulative, optional
 `meta/instruction` (E,) strings. `StoreWriter` appends episodes so that a killed writer never leaves a
 store that looks complete; `EpisodeStore` opens one read-only and validates it.
+
+Zarr reads a chunk that is not there as its fill value (zeros: black frames), and by default does not
+store a chunk that equals it. StoreWriter stores every chunk and marks the store so
+(`ALL_CHUNKS_ATTR`); readers of a marked store treat a missing chunk as damage, like a chunk that does
+not decompress, and raise a StoreError naming the array, the frames and the episode.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,11 @@ SCHEMA_VERSION = 1
 # Per-frame vectors are tiny; long chunks keep a window's actions in one read.
 VECTOR_CHUNK_FRAMES = 1024
 META_CHUNK_EPISODES = 4096
+# Root attribute: every chunk of data/* was stored, even one equal to the fill value, so a missing
+# chunk file is damage (a store without it may lack all-zero chunks legitimately: zarr's default).
+ALL_CHUNKS_ATTR = "all_chunks_written"
+# Rows of data/action and data/state checked for NaN / inf per read on open.
+_FINITE_CHECK_ROWS = 1 << 16
 
 
 class StoreError(ValueError):
@@ -111,7 +123,15 @@ def _check_vector(x: Any, name: str, dim: int | None, num_frames: int, what: str
             f"{what}: {name} has {len(x)} steps but the episode has {num_frames} frames; "
             f"give one {name} per frame (pad or drop the last {name} so the counts match)"
         )
-    return x.astype(np.float32, copy=False)
+    x = x.astype(np.float32, copy=False)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        t = int(np.argmax(bad))
+        raise StoreError(
+            f"{what}: {name} holds non-finite values (NaN or inf) at {int(bad.sum())} steps, the first at "
+            f"step {t} ({x[t].tolist()}); fix or drop those steps in the source before writing"
+        )
+    return x
 
 
 def _open_group(path: str, mode: str, storage_options: dict | None) -> zarr.Group:
@@ -138,18 +158,29 @@ class _TimeReader:
     (regular chunks of whole frames, bytes + Blosc, '/' chunk keys) this reads and decompresses the
     chunk files directly, into the output where a chunk lies inside the window. Anything else
     (object stores, other codecs, sharding) goes through zarr. bench/bench_windows.py measures it.
+
+    A chunk that does not decompress (overwritten, truncated) raises StoreError naming the chunk, its
+    frames and episodes; so does a missing chunk when `all_chunks` (the store's ALL_CHUNKS_ATTR):
+    without it zarr's reading of a missing chunk as the fill value is kept. `where(lo, hi)` names
+    the episodes of frames [lo, hi) for those messages.
     """
 
-    def __init__(self, arr: zarr.Array):
+    def __init__(self, arr: zarr.Array, label: str, *, all_chunks: bool = False,
+                 where: Callable[[int, int], str] = lambda lo, hi: ""):
         self.arr = arr
+        self.label = label  # e.g. "data.zarr: data/rgb"
+        self.all_chunks = all_chunks
+        self.where = where
         self.root: Path | None = None
         meta = arr.metadata
         codecs = list(getattr(meta, "codecs", ()))
         chunks = tuple(getattr(meta.chunk_grid, "chunk_shape", ()))
+        # Chunks of whole frames: chunk k holds frames [k * chunk, (k + 1) * chunk). 0 otherwise.
+        self.chunk = chunks[0] if chunks and chunks[1:] == tuple(arr.shape[1:]) else 0
         if (
             isinstance(arr.store, LocalStore)
             and type(meta.chunk_grid).__name__ == "RegularChunkGrid"
-            and chunks[1:] == tuple(arr.shape[1:])
+            and self.chunk
             and len(codecs) == 2
             and isinstance(codecs[0], BytesCodec)
             and isinstance(codecs[1], BloscCodec)
@@ -160,32 +191,77 @@ class _TimeReader:
             == "c/7" + "/0" * (arr.ndim - 1)
         ):
             self.root = Path(arr.store.root) / arr.path
-            self.chunk = chunks[0]
             self.frame_shape = tuple(arr.shape[1:])
             self._key = f"{self.root}/c/{{}}{'/0' * (arr.ndim - 1)}"
+            self._nbytes = int(np.prod(chunks)) * arr.dtype.itemsize
             # Blosc output is at most its input plus a small header: one read gets the whole file.
-            self._bufsize = int(np.prod(chunks)) * arr.dtype.itemsize + 65536
+            self._bufsize = self._nbytes + 65536
 
     def read(self, start: int, stop: int, stride: int = 1) -> np.ndarray:
         if self.root is None or stop <= start:
-            return np.asarray(self.arr[start:stop:stride])
+            return self._read_zarr(start, stop, stride)
         out = np.empty((stop - start, *self.frame_shape), dtype=self.arr.dtype)
         c = self.chunk
         for k in range(start // c, (stop - 1) // c + 1):
             lo, hi = max(start, k * c), min(stop, (k + 1) * c)
             try:
                 raw = self._read_file(self._key.format(k))
-            except FileNotFoundError:  # never written: zarr's fill value
+            except FileNotFoundError:  # never written: zarr's fill value, unless every chunk was
+                if self.all_chunks:
+                    raise self._chunk_error(k, "is missing") from None
                 out[lo - start : hi - start] = self.arr.fill_value
                 continue
-            if hi - lo == c:
-                blosc.decompress(raw, out[lo - start : hi - start])
-            else:
-                whole = np.frombuffer(blosc.decompress(raw), dtype=self.arr.dtype).reshape(
-                    c, *self.frame_shape
-                )
-                out[lo - start : hi - start] = whole[lo - k * c : hi - k * c]
+            try:
+                # Blosc trusts its header: a cut-off chunk would decompress past its end. The
+                # 16-byte header holds the decoded size at byte 4 and the compressed one at 12.
+                if len(raw) < 16:
+                    raise ValueError(f"{len(raw)} bytes, shorter than a Blosc header")
+                nbytes, _, cbytes = struct.unpack_from("<III", raw, 4)
+                if cbytes != len(raw) or nbytes != self._nbytes:
+                    raise ValueError(f"{len(raw)} bytes, the chunk's header says {cbytes} (of {nbytes} decoded)")
+                if hi - lo == c:
+                    blosc.decompress(raw, out[lo - start : hi - start])
+                else:
+                    whole = np.frombuffer(blosc.decompress(raw), dtype=self.arr.dtype).reshape(
+                        c, *self.frame_shape
+                    )
+                    out[lo - start : hi - start] = whole[lo - k * c : hi - k * c]
+            except (RuntimeError, ValueError) as exc:  # numcodecs: "error during blosc decompression"
+                raise self._chunk_error(k, f"is damaged and cannot be decompressed ({exc})") from None
         return out if stride == 1 else np.ascontiguousarray(out[::stride])
+
+    def _read_zarr(self, start: int, stop: int, stride: int) -> np.ndarray:
+        try:
+            out = np.asarray(self.arr[start:stop:stride])
+        except (RuntimeError, ValueError) as exc:  # a codec failing on a damaged chunk
+            raise StoreError(
+                f"{self.label}: frames {start}-{stop - 1} ({self.where(start, stop)}) cannot be read: "
+                f"{type(exc).__name__}: {exc}; the store is damaged: restore it from a copy or rewrite it"
+            ) from None
+        if self.all_chunks and self.chunk and stop > start:
+            # A chunk whose frames all read as the fill value may be missing: ask the store (rarely needed).
+            ks = np.arange(start, stop, stride) // self.chunk
+            fill = np.asarray(out == self.arr.fill_value).reshape(len(out), -1).all(axis=1)
+            for k in np.unique(ks[fill]):
+                if fill[ks == k].all() and not self._chunk_exists(int(k)):
+                    raise self._chunk_error(int(k), "is missing")
+        return out
+
+    def _chunk_exists(self, k: int) -> bool:
+        from zarr.core.sync import sync
+
+        key = self.arr.metadata.encode_chunk_key((k,) + (0,) * (self.arr.ndim - 1))
+        return bool(sync(self.arr.store.exists(f"{self.arr.path}/{key}" if self.arr.path else key)))
+
+    def _chunk_error(self, k: int, problem: str) -> StoreError:
+        c = self.chunk
+        lo, hi = k * c, min((k + 1) * c, self.arr.shape[0])
+        key = self.arr.metadata.encode_chunk_key((k,) + (0,) * (self.arr.ndim - 1))
+        return StoreError(
+            f"{self.label}: chunk {key} (frames {lo}-{hi - 1}, {self.where(lo, hi)}) {problem}; the store "
+            f"is damaged: restore it from a copy or rewrite it (`genie-robot info --check` finds every "
+            f"damaged chunk)"
+        )
 
     def _read_file(self, path: str) -> bytes:
         # os.read skips pathlib and buffered-IO layers: ~15 us a chunk, a tenth of a window's read.
@@ -268,6 +344,7 @@ class StoreWriter:
                 "source": str(source),
                 "camera": str(camera),
                 "resolution": [h, w],
+                ALL_CHUNKS_ATTR: True,
             }
         )
         g.create_array(
@@ -338,9 +415,11 @@ class StoreWriter:
     @staticmethod
     def _write_at(arr: zarr.Array, n: int, values: np.ndarray) -> None:
         """Makes rows [n, n + len(values)) of arr exactly `values`, dropping rows after them: rows a
-        failed add_episode left behind are overwritten, never shifted into the next episode."""
+        failed add_episode left behind are overwritten, never shifted into the next episode.
+        Every chunk is stored, also one equal to the fill value (all-black frames, zero actions), so
+        that readers can tell a missing chunk from such data (ALL_CHUNKS_ATTR)."""
         arr.resize((n + len(values), *arr.shape[1:]))
-        arr[n:] = values
+        arr.with_config({"write_empty_chunks": True})[n:] = values
 
     def add_episode(self, episode: Episode) -> None:
         """Validates and appends one episode; it is committed (visible to readers) when this returns."""
@@ -440,17 +519,24 @@ class EpisodeStore:
                 f"no episode store at {path} (expected a Zarr group with data/rgb and meta/episode_ends); "
                 "check the path, or write one (StoreWriter, `genie-robot convert`, `genie-robot simulate`)"
             ) from None
+        except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError, zarr's metadata errors
+            raise _metadata_error(f"{path}/zarr.json", exc) from None
         return cls(group, path, allow_incomplete=allow_incomplete)
 
     def _array(self, name: str, required: bool) -> zarr.Array | None:
-        if name not in self._group:
+        try:
+            present = name in self._group
+            arr = self._group[name] if present else None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _metadata_error(f"{self.path}/{name}/zarr.json", exc) from None
+
+        if not present:
             if required:
                 raise StoreError(
                     f"{self.path}: missing array {name}; a genie-robot store needs data/rgb and "
                     f"meta/episode_ends (see docs/data_format.md), so rewrite it with StoreWriter"
                 )
             return None
-        arr = self._group[name]
         if not isinstance(arr, zarr.Array):
             raise StoreError(f"{self.path}: {name} is a group, expected an array (see docs/data_format.md)")
         return arr
@@ -501,7 +587,13 @@ class EpisodeStore:
             )
         instr = self._array("meta/instruction", required=False)
 
-        ends = np.asarray(ends_arr[:], dtype=np.int64)
+        try:
+            ends = np.asarray(ends_arr[:], dtype=np.int64)
+        except (RuntimeError, ValueError) as exc:  # a damaged chunk
+            raise StoreError(
+                f"{p}: meta/episode_ends cannot be read ({type(exc).__name__}: {exc}); the store is damaged: "
+                "restore it from a copy or rewrite it"
+            ) from None
         data = [rgb] + [a for a in vectors.values() if a is not None]
         limits = [a.shape[0] for a in data]
         max_e = instr.shape[0] if instr is not None else len(ends)
@@ -510,8 +602,10 @@ class EpisodeStore:
         if not self.complete and not allow_incomplete:
             raise StoreError(
                 f"{p} is incomplete: its writer has not closed it cleanly (killed, failed or still writing); "
-                f"it holds {committed} committed episodes. Open with allow_incomplete=True to read those, "
-                f"or finish the store with StoreWriter(path, mode='a', ...) and close()"
+                f"it holds {committed} committed episodes. Read those with allow_incomplete=True "
+                f"(`genie-robot info --allow-incomplete`), or finish the store: rerun the job that wrote it "
+                f"(`genie-robot simulate --resume`, `genie-robot convert rlds` resumes by itself), or append "
+                f"with StoreWriter(path, mode='a', ...) and close()"
             )
         if self.complete:
             n = int(ends[-1]) if len(ends) else 0
@@ -535,13 +629,46 @@ class EpisodeStore:
         self.rgb = rgb
         self.action = vectors["action"]
         self.state = vectors["state"]
-        self._readers = {k: _TimeReader(a) for k, a in (("rgb", rgb), *vectors.items()) if a is not None}
+        all_chunks = bool(attrs.get(ALL_CHUNKS_ATTR, False))
+        self._readers = {
+            k: _TimeReader(a, f"{p}: data/{k}", all_chunks=all_chunks, where=self._episodes_of)
+            for k, a in (("rgb", rgb), *vectors.items())
+            if a is not None
+        }
+        for name in ("action", "state"):
+            if vectors[name] is not None:
+                self._check_finite(name)
         self._instruction = instr
         self._instructions: list[str | None] | None = None
         self.fps = float(attrs["fps"])
         self.source = str(attrs["source"])
         self.camera = str(attrs["camera"])
         self.attrs = attrs
+
+    def _episodes_of(self, lo: int, hi: int) -> str:
+        """Names the episodes of frames [lo, hi) for error messages: "episode 3", "episodes 3-4"."""
+        if lo >= self.num_frames:
+            return "after the last committed episode"
+        first = int(np.searchsorted(self.episode_ends, lo, side="right"))
+        last = int(np.searchsorted(self.episode_ends, min(hi, self.num_frames) - 1, side="right"))
+        return f"episode {first}" if first == last else f"episodes {first}-{last}"
+
+    def _check_finite(self, name: str) -> None:
+        """Refuses NaN / inf in data/action or data/state: metrics computed from them (NMI over
+        discretised actions) would look meaningful. Reads the whole array: vectors are small next to
+        the frames (RT-1's 13-dim actions are 0.4 % of the bytes of its 64x64 frames)."""
+        for lo in range(0, self.num_frames, _FINITE_CHECK_ROWS):
+            hi = min(lo + _FINITE_CHECK_ROWS, self.num_frames)
+            bad = ~np.isfinite(self.read(name, lo, hi)).all(axis=1)
+            if bad.any():
+                t = lo + int(np.argmax(bad))
+                e = int(np.searchsorted(self.episode_ends, t, side="right"))
+                start = self.episode_bounds(e)[0]
+                raise StoreError(
+                    f"{self.path}: data/{name} holds non-finite values (NaN or inf), the first at frame {t} "
+                    f"(episode {e}, step {t - start}); the data it was converted from is broken there: fix or "
+                    f"drop those episodes and rewrite the store"
+                )
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -604,12 +731,34 @@ class EpisodeStore:
             )
         return self._readers[name].read(start, stop, stride)
 
+    def check(self) -> tuple[dict[str, int], list[str]]:
+        """Reads every chunk of every data array over the committed frames: ({"data/rgb": chunks
+        read, ...}, [one message per missing or damaged chunk]). What `genie-robot info --check` runs."""
+        counts, problems = {}, []
+        for name, reader in self._readers.items():
+            step = reader.chunk or 1024
+            counts[f"data/{name}"] = 0
+            for lo in range(0, self.num_frames, step):
+                counts[f"data/{name}"] += 1
+                try:
+                    reader.read(lo, min(lo + step, self.num_frames))
+                except StoreError as exc:
+                    problems.append(str(exc))
+        return counts, problems
+
     def __repr__(self) -> str:
         h, w = self.resolution
         return (
             f"EpisodeStore({self.path!r}, episodes={self.num_episodes}, frames={self.num_frames}, "
             f"{h}x{w}, fps={self.fps:g}, source={self.source!r}, complete={self.complete})"
         )
+
+
+def _metadata_error(where: str, exc: Exception) -> StoreError:
+    return StoreError(
+        f"{where}: the store's Zarr metadata cannot be read ({type(exc).__name__}: {exc}); the file is "
+        f"damaged: restore the store from a copy or rewrite it"
+    )
 
 
 def disk_size(path: str, storage_options: dict | None = None) -> int:

@@ -139,9 +139,9 @@ class WindowDataset(torch.utils.data.Dataset):
             w = num_windows
         else:
             w = np.asarray(weights, dtype=np.float64)
-            if w.shape != (len(self.paths),) or (w < 0).any() or w.sum() <= 0:
+            if w.shape != (len(self.paths),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
                 raise ValueError(
-                    f"weights must be {len(self.paths)} non-negative numbers (one per store) with a "
+                    f"weights must be {len(self.paths)} finite non-negative numbers (one per store) with a "
                     f"positive sum, got {weights}"
                 )
         self.store_probs = w / w.sum()

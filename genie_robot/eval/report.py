@@ -47,7 +47,7 @@ def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True,
 
     try:
         weights, config = ckpt_io.load_weights(dynamics, ema=ema)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ckpt_io.CheckpointError) as exc:
         raise EvalError(f"--dynamics: {exc}") from None
     if config.get("stage") != "dynamics":
         raise EvalError(f"--dynamics {dynamics} is a {config.get('stage')!r} checkpoint; pass a stage-2 "
@@ -60,7 +60,7 @@ def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True,
     if tokenizer is not None:
         try:
             tok_weights, tok_config = ckpt_io.load_weights(tokenizer, ema=ema)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, ckpt_io.CheckpointError) as exc:
             raise EvalError(f"--tokenizer: {exc}") from None
         if tok_config.get("stage") != "tokenizer":
             raise EvalError(f"--tokenizer {tokenizer} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer")
@@ -89,16 +89,28 @@ def load_clips(store_path: str, *, resolution: tuple[int, int], frames: int, spl
         raise EvalError(f"store resolution {H}x{W} differs from the model's {resolution[0]}x{resolution[1]}; "
                         "evaluate on a store recorded at the model's resolution")
     chosen, clips = [], []
-    for e in split_episodes(store.num_episodes, split, val_fraction):
+    span = (frames - 1) * stride + 1  # store frames a clip of `frames` frames, every `stride`-th, covers
+    in_split = split_episodes(store.num_episodes, split, val_fraction)
+    for e in in_split:
         start, end = store.episode_bounds(int(e))
-        if end - start >= (frames - 1) * stride + 1:
+        if end - start >= span:
             chosen.append(int(e))
-            clips.append(store.frames(start, start + (frames - 1) * stride + 1, stride))
+            clips.append(store.frames(start, start + span, stride))
         if len(chosen) == episodes:
             break
     if not chosen:
-        raise EvalError(f"no {split} episode of {store_path} has {frames} frames; pass --frames with fewer "
-                        "frames or --split all")
+        longest = int(store.episode_lengths[in_split].max()) if len(in_split) else 0
+        fixes = [f"--frames {max(1, (longest - 1) // stride + 1)} or fewer" if longest else "a store with episodes"]
+        if stride > 1:
+            fixes.append("a smaller --stride (the model was trained at this one)")
+        if split != "all":
+            fixes.append("--split all")
+        raise EvalError(
+            f"no {split} episode of {store_path} has the {span} frames a clip of {frames} frames "
+            + (f"at stride {stride} " if stride > 1 else "")
+            + f"needs ({len(in_split)} {split} episodes, the longest {longest} frames); pass "
+            + ", or ".join(fixes)
+        )
     return {"clips": np.stack(clips), "episodes": np.asarray(chosen), "store": store}
 
 
@@ -351,7 +363,15 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
         nmi_table = None
         if gt and len(gt) == len(codes):
             labels_all = np.concatenate(gt)
-            results["latent/nmi"] = la.normalized_mutual_information(codes_all, labels_all)
+            classes = np.unique(labels_all)
+            if len(classes) < 2:
+                # NMI is undefined against one class: latent_analysis calls two constant labellings
+                # a perfect 1.0, which would pass for a LAM that found the robot's actions.
+                results["latent/nmi_note"] = (f"not computed: every ground-truth action falls in one class "
+                                              f"({classes[0] if len(classes) else 'none'}), so there is "
+                                              "nothing for the latent actions to agree with")
+            else:
+                results["latent/nmi"] = la.normalized_mutual_information(codes_all, labels_all)
             nmi_table = la.contingency(codes_all, labels_all)
 
     # FVD (optional: the I3D runs at 224x224 and is slow on a CPU)
@@ -402,6 +422,8 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
         f"| latent action perplexity (of {r['num_actions']}) | {f('latent/perplexity', '{:.2f}')} |",
         f"| NMI(latent action, discretised ground-truth action) | {f('latent/nmi')} |",
     ]
+    if r.get("latent/nmi_note"):
+        lines += ["", f"NMI: {r['latent/nmi_note']}."]
     if "fvd/inferred" in r:
         lines += [f"| FVD, inferred actions ({r['fvd/videos']} videos) | {f('fvd/inferred', '{:.1f}')} |",
                   f"| FVD, random actions | {f('fvd/random', '{:.1f}')} |"]
@@ -457,6 +479,7 @@ def _mlflow_metrics(results: dict) -> dict[str, float]:
 def run_cli(args: argparse.Namespace) -> int:
     import torch
 
+    from genie_robot.data.store import StoreError
     from genie_robot.device import configure_cpu_threads, pick_device
     from training.tracking import log_report_run
 
@@ -490,7 +513,7 @@ def run_cli(args: argparse.Namespace) -> int:
             start, end = store.episode_bounds(int(e))
             ep_frames.append(store.frames(start, end, stride))
             if store.action is not None:  # transition i (frame i*stride -> (i+1)*stride): the sum of its actions
-                acts = np.asarray(store.action[start:end])
+                acts = store.read("action", start, end)
                 ep_actions.append(np.add.reduceat(acts, np.arange(0, len(acts), stride), axis=0))
                 clip_actions.append(ep_actions[-1][: frames - 1])
         out = Path(args.out)
@@ -504,7 +527,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                episode_actions=ep_actions if store.action is not None else None,
                                seed=args.seed, depth=args.depth, fvd=args.fvd, i3d_weights=args.i3d_weights,
                                ood=ood, clip_actions_BT1=np.stack(clip_actions) if clip_actions else None)
-    except EvalError as exc:
+    except (EvalError, StoreError) as exc:  # StoreError: a damaged chunk of the store, found when read
         print(f"genie-robot eval: error: {exc}", file=sys.stderr)
         return 2
 
@@ -519,7 +542,7 @@ def run_cli(args: argparse.Namespace) -> int:
     t4 = results.get("delta_psnr/t4")
     print(f"report: {out / 'report.md'}  (MLflow run {run_id})")
     print(f"recon PSNR {results['recon/psnr']:.2f} dB, ΔPSNR(t=4) {'n/a' if t4 is None else f'{t4:.3f}'} dB, "
-          f"NMI {results.get('latent/nmi', float('nan')):.3f}")
+          f"NMI {'n/a' if results.get('latent/nmi') is None else format(results['latent/nmi'], '.3f')}")
     return 0
 
 

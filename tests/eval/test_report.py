@@ -83,7 +83,7 @@ def test_eval_errors_are_clear(trained, capsys):
     assert "'tokenizer' checkpoint" in capsys.readouterr().err
     assert cli(["eval", "--dynamics", str(d / "dyn"), "--store", store, "--out", str(d / "x"), "--frames", "40",
                 "--tracking-uri", uri]) == 2
-    assert "has 40 frames" in capsys.readouterr().err
+    assert "has the 40 frames a clip of 40 frames needs" in capsys.readouterr().err
 
 
 @pytest.mark.slow

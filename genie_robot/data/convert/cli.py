@@ -11,14 +11,18 @@ import sys
 
 
 def _resolution(text: str) -> int | tuple[int, int]:
-    """'64' -> 64, '96x128' -> (96, 128) (H x W)."""
+    """'64' -> 64, '96x128' -> (96, 128) (H x W); sizes must be positive."""
     try:
         if "x" in text.lower():
             h, w = text.lower().split("x")
-            return int(h), int(w)
-        return int(text)
+            value: int | tuple[int, int] = (int(h), int(w))
+        else:
+            value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 64 or 96x128), got {text!r}") from None
+    if min(value if isinstance(value, tuple) else (value,)) <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive pixels, e.g. 64 or 96x128, got {text!r}")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -57,7 +61,9 @@ def register_cli(subparsers) -> None:
     video.add_argument("paths", nargs="+", help="video files and/or image folders")
     _common(video)
     video.add_argument("--fps", type=float, help="resample every episode to this rate (nearest earlier frame)")
-    video.add_argument("--source-fps", type=float, help="frame rate of image folders (default --fps)")
+    video.add_argument("--source-fps", type=float,
+                       help="frame rate the image folders were taken at (default --fps); needed for folders "
+                       "without --fps. Videos keep their own rate (this only stands in for a missing one)")
     video.set_defaults(func=_run_video)
 
     bag = sub.add_parser("rosbag", help="a camera topic of rosbag2 bags (sqlite3 / mcap), one episode per bag")
@@ -79,11 +85,12 @@ def _finish(report) -> int:
 
 def _run(convert, args) -> int:
     from genie_robot.data.convert import ConversionError
+    from genie_robot.data.store import StoreError
 
     _setup_logging(args)
     try:
         return _finish(convert())
-    except (ConversionError, FileExistsError) as exc:
+    except (ConversionError, StoreError, FileExistsError) as exc:  # StoreError: e.g. NaN actions in the source
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -19,7 +19,9 @@ At scale (RT-1: 1,024 shards, 87,212 episodes) each shard streams record by reco
 store `OUT.parts/<shard>.zarr` (written as `.partial`, renamed when complete), shards run in parallel
 (`workers`), and the parts are merged in shard order into OUT as they finish. A re-run skips parts
 that are complete and open cleanly; OUT appears only once every shard converted. Record CRCs (masked crc32c of length
-and data) are verified, so corrupt or truncated files raise `ConversionError` instead of decoding.
+and data) are verified, so corrupt or truncated files raise `ConversionError` instead of decoding; a
+shard cut at a record boundary passes those checks, so its episode count is compared with
+dataset_info.json's `shardLengths` when the dataset has them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import struct
 import sys
@@ -34,7 +37,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -290,7 +293,7 @@ def resolve_schema(
         instruction_key = texts[0] if texts else None
         if fps is None:
             raise ConversionError(
-                f"{where}: no preset for this dataset, so its control rate is unknown; pass fps= (--fps)"
+                f"{where}: no preset for this dataset, so its control rate is unknown; pass --fps (fps=)"
             )
     if image_key not in features or features[image_key].kind != "image":
         raise ConversionError(
@@ -388,6 +391,28 @@ class Dataset:
     shards: tuple[Path, ...]
     name: str  # TFDS name from dataset_info.json, else the folder name
     version: str
+    # episodes per shard file name, from dataset_info.json's splits[].shardLengths (when it has them)
+    shard_lengths: dict[str, int] = field(default_factory=dict)
+
+
+_SHARD_RE = re.compile(r"-(?P<split>[^-]+)\.tfrecord-(?P<index>\d+)-of-(?P<count>\d+)$")
+
+
+def _shard_lengths(meta: dict, shards: Sequence[Path]) -> dict[str, int]:
+    """{shard file name: episodes} for the shards that dataset_info.json's `splits` describe: shard
+    i of n of split S (`…-S.tfrecord-0000i-of-0000n`) holds shardLengths[i] of the split named S,
+    when that list has n entries."""
+    lengths = {}
+    splits = {sp.get("name"): sp.get("shardLengths") for sp in meta.get("splits") or [] if isinstance(sp, dict)}
+    for shard in shards:
+        m = _SHARD_RE.search(shard.name)
+        listed = splits.get(m.group("split")) if m else None
+        if m and isinstance(listed, list) and len(listed) == int(m.group("count")):
+            try:
+                lengths[shard.name] = int(listed[int(m.group("index"))])
+            except (ValueError, IndexError):
+                pass
+    return lengths
 
 
 def _version_key(name: str) -> tuple:
@@ -434,13 +459,15 @@ def find_dataset(src: str | Path | Sequence[str | Path], split: str | None = "tr
             raise ConversionError(f"{folder}: no features.json next to {paths[0].name}")
     name, version = folder.parent.name, folder.name
     info = folder / "dataset_info.json"
+    lengths: dict[str, int] = {}
     if info.exists():
         try:
             meta = json.loads(info.read_text())
             name, version = meta.get("name", name), meta.get("version", version)
+            lengths = _shard_lengths(meta, shards)
         except json.JSONDecodeError:
             log.warning("%s is not valid JSON; ignoring it", info)
-    return Dataset(folder / "features.json", tuple(shards), name, version)
+    return Dataset(folder / "features.json", tuple(shards), name, version, lengths)
 
 
 def preset_for(dataset_name: str) -> str | None:
@@ -464,13 +491,14 @@ class _ShardJob:
     source: str
     max_episodes: int | None
     progress: bool
+    expected: int | None = None  # episodes dataset_info.json lists for the shard
 
 
 def _convert_shard(job: _ShardJob) -> tuple[str, int, int]:
     """Stream one shard into its part store. Returns (shard name, episodes, frames)."""
     import cv2
 
-    from genie_robot.data.store import StoreWriter
+    from genie_robot.data.store import StoreError, StoreWriter
 
     cv2.setNumThreads(1)  # parallelism comes from shards; threads would oversubscribe the cores
     shard, part = Path(job.shard), Path(job.part)
@@ -492,9 +520,19 @@ def _convert_shard(job: _ShardJob) -> tuple[str, int, int]:
                     camera=job.schema.image_key, action_dim=job.schema.action_dim,
                     state_dim=job.schema.state_dim, chunk_frames=_PART_CHUNK_FRAMES,
                 ))
-            writer.add_episode(ep)
+            try:
+                writer.add_episode(ep)
+            except StoreError as exc:  # e.g. NaN actions: name the record, not the part store's episode
+                raise ConversionError(f"{shard} record {index}: {exc}") from None
             episodes += 1
             frames += len(ep.rgb)
+        capped = job.max_episodes is not None and episodes >= job.max_episodes
+        if job.expected is not None and episodes != job.expected and not capped:
+            # A shard cut at a record boundary passes every CRC check: only the count tells.
+            raise ConversionError(
+                f"{shard}: holds {episodes} episodes but dataset_info.json lists {job.expected} for it; the "
+                "file is truncated (or not the one the dataset describes): download it again"
+            )
         if writer is None:
             tmp.mkdir(parents=True)
             (tmp / _EMPTY_MARK).write_text("0 episodes\n")
@@ -613,7 +651,7 @@ def convert_rlds(
 
     def job(shard: Path, cap: int | None, bar: bool) -> _ShardJob:
         return _ShardJob(str(shard), str(_part_path(parts_dir, shard)), schema, features, hw,
-                         source, cap, bar)
+                         source, cap, bar, dataset.shard_lengths.get(shard.name))
 
     # The merge into OUT runs in this process while the workers convert: part i is appended as soon
     # as parts 0..i are done, so OUT keeps shard order and the merge overlaps the conversion.

@@ -22,7 +22,7 @@ def check_output(out: str | Path, *, overwrite: bool) -> Path:
     if "://" in str(out):
         raise ValueError(f"converters write local paths only, got {out}; copy the store afterwards")
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
     return out
 
 

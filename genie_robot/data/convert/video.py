@@ -4,8 +4,11 @@ into the episode store, one episode per path.
 Frames are centre-cropped to the target aspect and resized (`images.center_crop_resize`), so videos
 of different resolutions can share a store: each is resized on its own. Within one image folder all
 frames must share one size (a mismatch is an error, naming the file). Videos are treated as constant
-rate (their container fps); an image folder's rate is `source_fps` (default: `fps`). With `fps` set,
-every episode is resampled to it by taking the nearest earlier frame at each tick.
+rate (their container fps); an image folder's rate is `source_fps` (default: `fps`), which also
+stands in for a video whose header has no rate. With `fps` set, every episode is resampled to it by
+taking the nearest earlier frame at each tick. A video's own rate is never overridden: storing its
+frames under another rate would make the store's fps a lie (the frames would play slower or faster),
+so a store's fps is always what its frames were taken at, resampled or not.
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ def video_fps(path: Path) -> float:
         return float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     finally:
         cap.release()
+
+
+def source_rate(path: Path, source_fps: float | None) -> float | None:
+    """The rate a source's frames were taken at: a video's container fps (`source_fps` only when the
+    header has none), an image folder's `source_fps`. None when unknown."""
+    if path.is_dir():
+        return source_fps
+    rate = video_fps(path)
+    return rate if rate > 0 and math.isfinite(rate) else source_fps
 
 
 def _video_frames(path: Path, src_fps: float) -> Iterator[tuple[int, tuple[str, object]]]:
@@ -99,14 +111,16 @@ def read_episode(
         src_fps = source_fps or fps
         if not src_fps:
             raise ConversionError(
-                f"{path}: an image folder has no frame rate; pass source_fps= (--source-fps) or fps="
+                f"{path}: an image folder has no frame rate; pass the rate its frames were taken at with "
+                f"--source-fps (source_fps=), or --fps (fps=) to make it the output rate too"
             )
         stream = _folder_frames(files, src_fps)
     elif path.is_file():
-        src_fps = source_fps or video_fps(path)
-        if not src_fps or not math.isfinite(src_fps):
+        src_fps = source_rate(path, source_fps)
+        if not src_fps:
             raise ConversionError(
-                f"{path}: the video has no frame rate in its header; pass source_fps= (--source-fps)"
+                f"{path}: the video has no frame rate in its header; pass the rate it was recorded at with "
+                f"--source-fps (source_fps=)"
             )
         stream = _video_frames(path, src_fps)
     else:
@@ -127,14 +141,6 @@ def read_episode(
     return np.stack(frames)
 
 
-def _episode_fps(path: Path, fps: float | None, source_fps: float | None) -> float | None:
-    if fps:
-        return fps
-    if path.is_dir():
-        return source_fps
-    return source_fps or video_fps(path)
-
-
 def convert_videos(
     paths: str | Path | Sequence[str | Path],
     out: str | Path,
@@ -150,8 +156,8 @@ def convert_videos(
     resolution: output size, int (square) or (H, W); each source is centre-cropped to that aspect.
     fps: output rate; episodes are resampled to it (nearest earlier frame). Without it, all
         sources must share one rate (the videos' container fps / `source_fps` for folders).
-    source_fps: rate of image folders (default `fps`); for videos it overrides a missing or wrong
-        container rate.
+    source_fps: rate of image folders (default `fps`), and of videos whose header has no rate. A
+        video keeps its container rate: to store it at another one, resample it with `fps`.
     """
     t0 = time.perf_counter()
     out = check_output(out, overwrite=overwrite)
@@ -163,20 +169,30 @@ def convert_videos(
         if not p.exists():
             raise ConversionError(f"{p}: no such video file or image folder")
 
-    rates = {p: _episode_fps(p, fps, source_fps) for p in paths}
-    if any(not r for r in rates.values()):
+    rates = {p: source_rate(p, source_fps) for p in paths}
+    if source_fps:
+        kept = [f"{p}: {r:g}" for p, r in rates.items() if p.is_file() and round(r, 6) != round(source_fps, 6)]
+        if kept:
+            log.info("videos keep their own frame rate (--source-fps is the rate of image folders): %s; "
+                     "%s", ", ".join(kept), f"resampled to {fps:g} fps" if fps else "pass --fps to resample")
+    if fps:
+        out_fps = float(fps)
+    else:
         missing = [str(p) for p, r in rates.items() if not r]
-        raise ConversionError(
-            f"{missing}: no frame rate known; pass source_fps= (--source-fps) or fps= (--fps)"
-        )
-    distinct = sorted({round(r, 6) for r in rates.values()})
-    if len(distinct) > 1:
-        raise ConversionError(
-            f"sources have different frame rates: "
-            f"{', '.join(f'{p}: {r:g}' for p, r in rates.items())}; "
-            "pass fps= (--fps) to resample them all to one rate"
-        )
-    out_fps = float(distinct[0])
+        if missing:
+            raise ConversionError(
+                f"no frame rate known for {', '.join(missing)} (an image folder, or a video without one in "
+                "its header); pass the rate its frames were taken at with --source-fps (source_fps=), and "
+                "--fps (fps=) to resample everything to one rate if the videos' own rates differ from it"
+            )
+        distinct = sorted({round(r, 6) for r in rates.values()})
+        if len(distinct) > 1:
+            raise ConversionError(
+                f"sources have different frame rates: "
+                f"{', '.join(f'{p}: {r:g}' for p, r in rates.items())}; "
+                "pass --fps (fps=) to resample them all to one rate"
+            )
+        out_fps = float(distinct[0])
     names = [p.name for p in paths]
     source = "video:" + ",".join(names[:3]) + (f",+{len(names) - 3} more" if len(names) > 3 else "")
 

@@ -4,13 +4,17 @@
 hides the debugging geometry (mocap crosshair, target and object sites), colours the object so it
 stands out at 64x64, and exposes the robot state as a float32 vector (`STATE_NAMES`).
 
-MuJoCo picks its OpenGL backend when it is first imported, so nothing here imports mujoco or
-gymnasium at module level: call `configure_gl()` first (FetchScene does) in every process.
+MuJoCo picks its OpenGL backend (`mujoco.gl_context.GLContext`) when it is first imported, from
+MUJOCO_GL; unset, that is GLFW, which needs a display. `configure_gl()` picks an offscreen backend
+(FetchScene calls it), and FetchScene builds its renderer with that backend's context whatever mujoco
+picked at import, so a process that imported mujoco first (a notebook, a test session, another
+library) renders too. Nothing here imports mujoco or gymnasium at module level.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import subprocess
@@ -102,22 +106,32 @@ _GL_PROBE = (
 )
 
 
+_OFFSCREEN = ("egl", "osmesa")
+
+
+def _imported_backend() -> str | None:
+    """The offscreen backend whose context class mujoco, already imported here, uses (None: none, or
+    mujoco is not imported)."""
+    gl = getattr(sys.modules.get("mujoco"), "gl_context", None)
+    module = getattr(getattr(gl, "GLContext", None), "__module__", "")
+    name = module.rpartition(".")[2]
+    return name if module.startswith("mujoco.") and name in _OFFSCREEN else None
+
+
 def configure_gl() -> str:
     """Chooses MuJoCo's offscreen OpenGL backend (EGL, else OSMesa) and returns its name.
 
-    Respects a MUJOCO_GL the user already set. Otherwise probes each backend in a subprocess, because
-    MuJoCo and PyOpenGL fix the backend at import and cannot switch afterwards; the choice is written
-    to os.environ so that spawned worker processes inherit it without probing again.
+    Respects a MUJOCO_GL the user already set, then an offscreen backend mujoco was already imported
+    with. Otherwise probes each backend in a subprocess (a failing backend can crash or hang the
+    process that tries it); the choice is written to os.environ so that spawned worker processes
+    inherit it without probing again. If mujoco was imported before, FetchScene still renders with
+    the chosen backend (`gl_context_class`).
     """
     os.environ.setdefault("LP_NUM_THREADS", "1")  # Mesa llvmpipe: one render thread per worker
-    chosen = os.environ.get("MUJOCO_GL")
+    chosen = os.environ.get("MUJOCO_GL") or _imported_backend()
     if chosen:
+        os.environ["MUJOCO_GL"] = chosen
         return chosen
-    if "mujoco" in sys.modules:
-        raise RenderBackendError(
-            "mujoco was imported before MUJOCO_GL was set, so its OpenGL backend is already fixed; "
-            "set MUJOCO_GL=egl in the environment or call configure_gl() before importing mujoco"
-        )
     errors = {}
     for backend in ("egl", "osmesa"):
         env = dict(os.environ, MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
@@ -140,6 +154,47 @@ def configure_gl() -> str:
     )
 
 
+def gl_context_class(backend: str):
+    """The GLContext class mujoco.Renderer should use for `backend` in this process: mujoco's own
+    when it was imported with that backend (or `backend` is not an offscreen one MuJoCo ships),
+    else that backend's module, imported now. PyOpenGL fixes its platform at import, so a process
+    whose PyOpenGL already runs on another platform cannot switch: RenderBackendError says so."""
+    from mujoco import gl_context
+
+    if backend not in _OFFSCREEN or _imported_backend() == backend:
+        return gl_context.GLContext
+    platform = os.environ.get("PYOPENGL_PLATFORM")
+    if "OpenGL" in sys.modules and platform not in (None, backend):
+        raise RenderBackendError(
+            f"mujoco was imported before MUJOCO_GL was set and PyOpenGL already runs on {platform!r}, so "
+            f"rendering cannot switch to {backend!r} in this process; set MUJOCO_GL={platform} (or "
+            f"MUJOCO_GL={backend} before anything imports mujoco)"
+        )
+    try:
+        module = importlib.import_module(f"mujoco.{backend}")
+    except (ImportError, OSError, RuntimeError) as exc:
+        raise RenderBackendError(
+            f"MuJoCo's {backend} backend does not load in this process ({type(exc).__name__}: {exc}); set "
+            f"MUJOCO_GL to a backend that works here before importing mujoco (egl or osmesa)"
+        ) from None
+    return module.GLContext
+
+
+@contextlib.contextmanager
+def _renderer_backend(backend: str):
+    """mujoco.Renderer makes its context with mujoco.gl_context.GLContext, fixed at mujoco's import:
+    for the renderer built inside this block it is `backend`'s class; mujoco's own choice is restored
+    after it, for the rest of the process."""
+    from mujoco import gl_context
+
+    cls, saved = gl_context_class(backend), gl_context.GLContext
+    gl_context.GLContext = cls
+    try:
+        yield
+    finally:
+        gl_context.GLContext = saved
+
+
 class FetchScene:
     """One Fetch env plus an offscreen renderer at a fixed resolution.
 
@@ -149,7 +204,7 @@ class FetchScene:
     """
 
     def __init__(self, name: str, resolution: int | tuple[int, int] = 64):
-        configure_gl()
+        backend = configure_gl()
         import gymnasium as gym
         import mujoco
 
@@ -175,7 +230,8 @@ class FetchScene:
         m.vis.global_.offwidth = max(int(m.vis.global_.offwidth), w)
         m.vis.global_.offheight = max(int(m.vis.global_.offheight), h)
 
-        self.renderer = mujoco.Renderer(m, height=h, width=w)
+        with _renderer_backend(backend):
+            self.renderer = mujoco.Renderer(m, height=h, width=w)
         self.camera = mujoco.MjvCamera()
         self.camera.type = mujoco.mjtCamera.mjCAMERA_FREE
         cam = self.spec.camera

@@ -3,6 +3,9 @@
 Episode k is generated from seed + k alone (env reset, policy and warm-up all derive from it), and
 episodes are written in order as workers finish, so a store is identical for any worker count.
 Workers are spawned processes that each keep one scene + renderer alive across their episodes.
+For the same reason an interrupted run resumes exactly: `--resume` keeps the store's committed
+episodes (StoreWriter mode "a" drops a half-written one), checks that the last of them is the one
+these arguments make, and simulates the rest, giving the store one uninterrupted run writes.
 
     genie-robot simulate --episodes 100 --frames 64 --resolution 64 --out data/sim.zarr --workers 2
 """
@@ -142,16 +145,20 @@ def simulate(
     scene: str = "mix",
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
-) -> None:
-    """Writes `episodes` episodes of `frames` frames at resolution x resolution to the store `out`.
+) -> int:
+    """Writes `episodes` episodes of `frames` frames at resolution x resolution to the store `out`;
+    returns how many it simulated.
 
     Episode k uses seed + k, so the store does not depend on `workers`. The store is marked complete
-    only if every episode was written (an interrupt or a crash leaves it incomplete).
+    only if every episode was written (an interrupt or a crash leaves it incomplete). `resume`: keep
+    the committed episodes of an existing store at `out` (written with the same arguments, which is
+    checked) and simulate only the rest; without a store there it is a plain run.
     """
     from tqdm import tqdm
 
-    from genie_robot.data.store import StoreWriter
+    from genie_robot.data.store import StoreError, StoreWriter, _exists
 
     if episodes < 1 or frames < 1 or resolution < 1 or workers < 1:
         raise ValueError(
@@ -160,27 +167,64 @@ def simulate(
         )
     if scene not in SCENE_CHOICES:
         raise ValueError(f"unknown scene {scene!r}; choose one of {', '.join(SCENE_CHOICES)}")
+    if resume and overwrite:
+        raise ValueError("resume keeps the episodes already at out, overwrite deletes them: pass one of them")
+    exists = _exists(out, None)
+    if exists and not (resume or overwrite):
+        raise StoreError(f"{out} already exists; pass --resume to finish an interrupted run into it, or "
+                         "--overwrite to replace it (Python: resume=True / overwrite=True)")
     configure_gl()  # before spawning, so workers inherit the backend instead of probing
-    jobs = [(seed + k, frames, resolution, scene) for k in range(episodes)]
+    source = f"mujoco/fetch-{scene}"
+    done = _committed(out, episodes, frames, resolution, seed, scene, source) if resume and exists else 0
+    jobs = [(seed + k, frames, resolution, scene) for k in range(done, episodes)]
     with StoreWriter(
         out,
         resolution=(resolution, resolution),
         fps=FPS,
-        source=f"mujoco/fetch-{scene}",
+        source=source,
         action_dim=ACTION_DIM,
         state_dim=STATE_DIM,
-        mode="w" if overwrite else "w-",
+        mode="a" if resume else "w" if overwrite else "w-",
     ) as writer:
-        bar = tqdm(total=episodes, unit="ep", desc=f"simulate {scene}", disable=not progress)
-        with bar, contextlib.closing(_episodes(jobs, min(workers, episodes))) as stream:
+        bar = tqdm(total=episodes, initial=done, unit="ep", desc=f"simulate {scene}", disable=not progress)
+        with bar, contextlib.closing(_episodes(jobs, min(workers, max(1, len(jobs))))) as stream:
             for episode in stream:
                 writer.add_episode(episode)
                 bar.update(1)
+    return len(jobs)
+
+
+def _committed(out: str, episodes: int, frames: int, resolution: int, seed: int, scene: str, source: str) -> int:
+    """Committed episodes of the existing store at `out` that a resumed run keeps, after checking they
+    are what these arguments make: source (scene), resolution, episode lengths, and the last episode
+    itself, generated again (it depends on the seed)."""
+    from genie_robot.data.store import EpisodeStore, StoreError
+
+    store = EpisodeStore.open(out, allow_incomplete=True)
+    redo = "pass the arguments of the run that wrote it, or --overwrite to start again"
+    if store.source != source or store.resolution != (resolution, resolution):
+        raise StoreError(f"cannot resume {out}: it holds {store.source} at {store.resolution[0]}x"
+                         f"{store.resolution[1]}, this run makes {source} at {resolution}x{resolution}; {redo}")
+    if store.num_episodes > episodes:
+        raise StoreError(f"cannot resume {out}: it already holds {store.num_episodes} episodes, more than "
+                         f"--episodes {episodes}; {redo}")
+    lengths = set(store.episode_lengths.tolist())
+    if lengths and lengths != {frames}:
+        raise StoreError(f"cannot resume {out}: its episodes have {sorted(lengths)} frames, this run makes "
+                         f"{frames}; {redo}")
+    if store.num_episodes:
+        last = store.num_episodes - 1
+        ours = generate_episode(seed + last, frames, resolution, scene)
+        theirs = store.episode(last)
+        if not (np.array_equal(ours.rgb, theirs.rgb) and np.array_equal(ours.action, theirs.action)):
+            raise StoreError(f"cannot resume {out}: its episode {last} differs from the one --seed {seed} makes "
+                             f"(episode k uses seed + k); {redo}")
+    return store.num_episodes
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        simulate(
+        made = simulate(
             args.out,
             episodes=args.episodes,
             frames=args.frames,
@@ -189,11 +233,13 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             scene=args.scene,
             overwrite=args.overwrite,
+            resume=args.resume,
         )
     except (ValueError, RenderBackendError) as exc:  # StoreError is a ValueError: bad args or paths
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {args.episodes} episodes x {args.frames} frames to {args.out}")
+    kept = f" ({args.episodes - made} kept from the interrupted run)" if made < args.episodes else ""
+    print(f"wrote {args.episodes} episodes x {args.frames} frames to {args.out}{kept}")
     return 0
 
 
@@ -219,4 +265,7 @@ def register_cli(subparsers) -> None:
         "or mix (cycles the three by episode, the richest motion vocabulary); default mix",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run: keep the episodes already committed to --out (same "
+                   "arguments, checked) and simulate the rest")
     p.set_defaults(func=_run)

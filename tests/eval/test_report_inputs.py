@@ -1,0 +1,46 @@
+"""`genie-robot eval` on inputs that used to give misleading output (issue #14): ground-truth actions
+in one class no longer give NMI 1.000 (item 7), and the short-episode error counts the model's frame
+stride and suggests only what would help (item 12)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from genie_robot.eval.report import EvalError, evaluate, load_clips
+
+
+def test_nmi_is_not_reported_against_a_single_ground_truth_class(tmp_path):
+    import torch
+
+    from genie_robot.models.configs import preset
+    from genie_robot.models.genie import Genie
+
+    torch.manual_seed(0)
+    genie = Genie(preset("tiny")).eval().requires_grad_(False)
+    T, (H, W) = genie.cfg.lam.context, genie.cfg.tokenizer.resolution
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (2, T, H, W, 3), dtype=np.uint8)
+    still = [np.zeros((T, 4), np.float32) for _ in range(2)]  # every action "still": one class
+    with torch.no_grad():
+        m = evaluate(genie, clips, tmp_path, episode_frames=list(clips), episode_actions=still, show=1, depth=1)
+    assert "latent/nmi" not in m and "one class (still)" in m["latent/nmi_note"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["latent/nmi_note"] == m["latent/nmi_note"]
+    md = (tmp_path / "report.md").read_text()
+    assert "| NMI(latent action, discretised ground-truth action) | n/a |" in md and "one class (still)" in md
+
+
+def test_short_episode_message_counts_the_stride_and_names_useful_fixes(tiny_store):
+    path = tiny_store([6, 7, 9], resolution=(16, 16))
+    kwargs = dict(resolution=(16, 16), episodes=4, val_fraction=0.1)
+    # 5 frames at stride 2 need 9 store frames: only the 9-frame episode has them.
+    assert list(load_clips(path, frames=5, split="all", stride=2, **kwargs)["episodes"]) == [2]
+    with pytest.raises(EvalError) as err:
+        load_clips(path, frames=6, split="all", stride=2, **kwargs)
+    msg = str(err.value)
+    assert "has the 11 frames a clip of 6 frames at stride 2 needs" in msg and "longest 9 frames" in msg
+    assert "--frames 5 or fewer" in msg and "--stride" in msg and "--split all" not in msg  # it is already all
+    with pytest.raises(EvalError, match=r"--frames \d+ or fewer, or --split all$"):
+        load_clips(path, frames=9, split="val", stride=1, **kwargs)
