@@ -376,24 +376,9 @@ def build_stage(cfg: TrainConfig) -> Stage:
             "stage 2 needs the stage-1 tokenizer: pass --tokenizer runs/tokenizer (a run dir) "
             "or --tokenizer runs/tokenizer/checkpoints/step_N"
         )
-    try:
-        path = ckpt_io.resolve_checkpoint(cfg.tokenizer, with_state=False)
-        # EMA weights when stage 1 kept them, unless tokenizer_weights="raw"
-        tok_weights, tok_config = ckpt_io.load_weights(path, ema=cfg.tokenizer_weights == "ema")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"tokenizer checkpoint missing: {exc}; train one with `genie-robot train tokenizer`") from None
-    except ckpt_io.CheckpointError as exc:
-        raise ConfigError(f"tokenizer checkpoint: {exc}") from None
-    if tok_config.get("stage") != "tokenizer":
-        raise ConfigError(f"{path} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer; pass a stage-1 run")
-    theirs, ours = flatten(_normalised(tok_config["model"])["tokenizer"]), flatten(cfg_dict["tokenizer"])
-    if theirs != ours:
-        diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
-        raise ConfigError(
-            f"tokenizer checkpoint {path} was trained with another tokenizer config; differing fields "
-            f"(checkpoint, this run): {diff}. Use stage 1's preset and model.tokenizer.* overrides "
-            f"(preset {tok_config['train']['preset']!r}, overrides {tok_config['train']['model'].get('tokenizer', {})})"
-        )
+    # EMA weights when stage 1 kept them, unless tokenizer_weights="raw"
+    path, tok_weights = _load_frozen(cfg.tokenizer, "tokenizer", cfg.tokenizer_weights == "ema",
+                                     cfg_dict["tokenizer"], "tokenizer", "genie-robot train tokenizer")
     genie = Genie(model_cfg)
     try:
         genie.tokenizer.load_state_dict(tok_weights)
