@@ -45,11 +45,15 @@ def stop(executor, node) -> None:
     pool = getattr(executor, "_executor", None)  # MultiThreadedExecutor's ThreadPoolExecutor
     if pool is not None:
         pool.shutdown(wait=True)  # callbacks handed to it run to their end while the guard condition exists
-    for task in list(getattr(executor, "_futures", ())):
-        # a callback that ran after SIGINT shut the context down may have failed (e.g. a publish): expected
-        # at exit, so fetch the error rather than have rclpy print it as never retrieved
-        if task.done():
-            task.exception()
+    tasks = list(getattr(executor, "_futures", ()))
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
+    for task in tasks + list(getattr(executor, "_futures", ())):
+        # a callback that ran after SIGINT shut the context down may have failed (e.g. a publish, or a
+        # handle destroyed just now): expected at exit, so fetch the error rather than have rclpy print
+        # it as never retrieved; one still pending will never run
+        if task.done():
+            task.exception()
+        else:
+            task.cancel()
