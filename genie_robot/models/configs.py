@@ -62,6 +62,9 @@ class TokenizerConfig:
     kind: str = "st_vivit"
     channels: tuple[int, ...] = (32, 32, 64, 64)
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # conv: FSQ levels per code dim; V = their product
+    # conv: encode each p x p patch on its own, so a token changes only when its own pixels do (a
+    # frame-wide encoder lets the moving arm flip the codes of still background; see conv_tokenizer.py)
+    local_encoder: bool = False
 
     @property
     def grid(self) -> tuple[int, int]:  # (h, w) tokens
@@ -282,7 +285,7 @@ def preset(name: str) -> GenieConfig:
             resolution=(64, 64), patch=8, context=16,
             encoder=TransformerConfig(128, 4, 4, 512), decoder=TransformerConfig(192, 4, 6, 768),
             quantizer=QuantizerConfig(num_codes=1024, code_dim=32, dead_after=50),
-            kind="conv", channels=(32, 48, 64, 96), fsq_levels=(8, 5, 5, 5),
+            kind="conv", channels=(32, 48, 64, 96), fsq_levels=(8, 5, 5, 5), local_encoder=True,
         )
         lam = LatentActionConfig(
             resolution=(64, 64), patch=16, context=16,

@@ -86,6 +86,26 @@ def test_tokenizer_codes_frames_independently_and_streams_the_same(cfg, tok, mak
         assert torch.equal(step_frames, decoded[:, t])
 
 
+@pytest.mark.parametrize("local", [True, False])
+def test_local_encoder_changes_only_the_tokens_whose_patch_changed(cfg, make_random_frames, local):
+    """With `local_encoder` a token depends on its own p x p patch alone: still background keeps its
+    codes while the arm moves elsewhere. A frame-wide encoder (GroupNorm, overlapping convs) does not."""
+    torch.manual_seed(0)
+    tok = ConvTokenizer(conv_tok_cfg(cfg, local_encoder=local)).eval()
+    with torch.no_grad():  # spread the latents over many codes, as a trained encoder does
+        tok.encoder[-1].weight.mul_(30)
+    frames = make_random_frames(cfg, B=4, T=1)
+    moved = frames.clone()
+    p = tok.cfg.patch
+    moved[:, 0, :p, :p] = 255 - moved[:, 0, :p, :p]  # only the top-left patch
+    changed = tok.encode(frames) != tok.encode(moved)  # (B, 1, N)
+    assert changed[..., 0].any()
+    if local:
+        assert not changed[..., 1:].any()
+    else:
+        assert changed[..., 1:].any()
+
+
 def test_tokenizer_decode_uses_the_code_values_training_sees(cfg, tok, make_video):
     """decode(encode(x)) must be the training loss's reconstruction: the FSQ forward value and
     embeddings()[index] are the same point of the grid."""

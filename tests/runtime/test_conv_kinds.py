@@ -26,8 +26,8 @@ def conv_config(tokenizer: str = "conv", lam: str = "conv"):
 
     base = preset("tiny")
     tok, act = base.tokenizer, base.lam
-    if tokenizer == "conv":  # 16x16, patch 4: log2(4) + 1 = 3 widths; FSQ 5x5 = 25 codes
-        tok = dataclasses.replace(tok, kind="conv", channels=(8, 8, 16), fsq_levels=(5, 5))
+    if tokenizer == "conv":  # 16x16, patch 4: log2(4) + 1 = 3 widths; FSQ 5x5 = 25 codes; patch-local
+        tok = dataclasses.replace(tok, kind="conv", channels=(8, 8, 16), fsq_levels=(5, 5), local_encoder=True)
     if lam == "conv":  # binary FSQ on 3 dims = 8 actions
         act = dataclasses.replace(act, kind="conv", channels=(8, 8), decoder_channels=(8, 16), fsq_levels=(2, 2, 2))
     dyn = link_dynamics(tok, act, context=8, transformer=base.dynamics.transformer, maskgit_steps=4)
