@@ -62,6 +62,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1"
     compile: bool = False  # torch.compile the model (helps on GPU; needs a C++ compiler on CPU)
+    # "auto": bf16 autocast where the hardware multiplies bf16 natively (CUDA with bf16, CPUs with
+    # AVX512-BF16 or AMX), else fp32; "bf16" / "fp32" force it (genie_robot/device.py says why)
+    precision: str = "auto"
 
     # bookkeeping
     run_dir: str | None = None  # checkpoints and local artifacts; None: runs/<stage>
@@ -81,6 +84,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         if self.store_weights is not None and len(self.store_weights) != len(self.stores):
             raise ValueError(
                 f"{len(self.store_weights)} store weights for {len(self.stores)} stores: "
@@ -129,7 +134,7 @@ class TrainConfig:
 # stage, preset, model and batch_size are checked on their own (training.train._model_check).
 RESUME_SAFE_FIELDS = frozenset({
     "val_every", "log_every", "ckpt_every", "sample_every", "keep_last", "val_batches", "tracking_uri",
-    "experiment", "run_name", "run_dir", "num_workers", "device", "compile",
+    "experiment", "run_name", "run_dir", "num_workers", "device", "compile", "precision",
     "tokenizer", "tokenizer_weights", "lam", "lam_weights",
 })
 

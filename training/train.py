@@ -535,7 +535,7 @@ def evaluate(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device
         for batch in loader:
             frames = batch["frames"].to(device)
             extra = {k: batch[k].to(device) for k in batch_keys}
-            with autocast(device):
+            with autocast(device, cfg.precision):
                 loss, metrics = model(frames, **extra)
             k = frames.shape[0]
             totals["loss"] = totals.get("loss", 0.0) + float(loss) * k
@@ -564,7 +564,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
     """
     from tqdm import tqdm
 
-    from genie_robot.device import autocast
+    from genie_robot.device import autocast, autocast_dtype
     from training.tracking import NullTracker, system_info
 
     malloc_mode = tune_cpu_allocator()
@@ -614,10 +614,12 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         if info.is_main:
             print(f"resuming from {resume_path} at step {step} (sample {step * cfg.batch_size})", flush=True)
 
+    precision_name = "bf16" if autocast_dtype(device, cfg.precision) is not None else "fp32"
     tracker = NullTracker()
     if info.is_main:
         tracker = _open_tracker(cfg, stage, run_id)
         tags = system_info(device, info.world)
+        tags[f"precision.from_step_{step:08d}"] = precision_name
         tags["sys.malloc"] = malloc_mode
         if resume_path is not None:
             tags["resumed_from"] = str(resume_path)
@@ -630,7 +632,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         if changed:
             tracker.log_params({f"resume.step_{step:08d}.train.{k}": new for k, (_, new) in changed.items()})
         print(f"{stage.name}: {sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters on {device} "
-              f"x{info.world}; run {tracker.run_id} ({tracker.tracking_uri}); run dir {run_dir}", flush=True)
+              f"x{info.world} ({precision_name}); run {tracker.run_id} ({tracker.tracking_uri}); run dir {run_dir}", flush=True)
 
     wrapped: nn.Module = _LossForward(model, stage.loss)
     if info.world > 1:
@@ -711,7 +713,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
                 group["lr"] = lr
             frames = batch["frames"].to(device, non_blocking=True)
             extra = {k: batch[k].to(device, non_blocking=True) for k in stage.batch_keys}
-            with autocast(device):
+            with autocast(device, cfg.precision):
                 loss, metrics = wrapped(frames, **extra)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -103,9 +103,10 @@ def main() -> None:
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--precision", default="auto")
     a = p.parse_args()
     cfg = tiny_config(a.run_dir, max_steps=a.max_steps, ckpt_every=a.ckpt_every, batch_size=a.batch_size,
-                      ema_decay=a.ema, tracking_uri=a.tracking_uri, keep_last=100)
+                      ema_decay=a.ema, tracking_uri=a.tracking_uri, keep_last=100, precision=a.precision)
     train(cfg, tiny_stage(mask=a.mask, delay=a.delay), SyntheticWindows(), SyntheticWindows(seed=99),
           resume="auto" if a.resume else None)
 
