@@ -55,11 +55,28 @@ def ssim(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def tokenizer_reconstruction(tokenizer, frames_BTHW3: torch.Tensor) -> dict[str, np.ndarray]:
-    """Encode + decode real clips. Returns {"recon": uint8 (B, T, H, W, 3), "psnr": (B, T), "ssim": (B, T)}."""
-    recon = tokenizer.decode(tokenizer.encode(frames_BTHW3)).cpu().numpy()
+def tokenizer_reconstruction(tokenizer, frames_BTHW3: torch.Tensor) -> dict:
+    """Encode + decode real clips. Returns {"recon": uint8 (B, T, H, W, 3), "psnr": (B, T), "ssim": (B, T),
+    "token_change", "patch_change"}: the share of tokens whose code differs from the previous frame's,
+    and the share of p x p patches with a pixel that changed by more than 16 of 255 (what a tokenizer
+    whose codes follow their own pixels would change; the dynamics model has to predict every flip)."""
+    tokens_BTN = tokenizer.encode(frames_BTHW3)
+    recon = tokenizer.decode(tokens_BTN).cpu().numpy()
     real = frames_BTHW3.cpu().numpy()
-    return {"recon": recon, "psnr": psnr(real, recon), "ssim": ssim(real, recon)}
+    B, T, H, W, _ = real.shape
+    p = tokenizer.cfg.patch
+    diff = np.abs(real[:, 1:].astype(np.int16) - real[:, :-1]).max(axis=-1)  # (B, T-1, H, W)
+    patches = diff.reshape(B, T - 1, H // p, p, W // p, p).max(axis=(3, 5))
+    changed = (tokens_BTN[:, 1:] != tokens_BTN[:, :-1]).float().mean().item() if T > 1 else float("nan")
+    return {"recon": recon, "psnr": psnr(real, recon), "ssim": ssim(real, recon), "token_change": changed,
+            "patch_change": float((patches > 16).mean()) if T > 1 else float("nan")}
+
+
+def no_motion_psnr(frames_BTHW3: np.ndarray) -> np.ndarray:
+    """(B, T-1) PSNR of the first frame held still against frames 1.. : the floor a generation PSNR
+    has to rise above (a model that imagines no motion scores this)."""
+    real = np.asarray(frames_BTHW3)
+    return psnr(real[:, 1:], np.broadcast_to(real[:, :1], real[:, 1:].shape))
 
 
 @dataclass

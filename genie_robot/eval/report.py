@@ -115,9 +115,10 @@ def load_clips(store_path: str, *, resolution: tuple[int, int], frames: int, spl
 
 
 def load_ood_clips(path: str, *, resolution: tuple[int, int], frames: int, episodes: int) -> np.ndarray:
-    """uint8 (B, T, H, W, 3) out-of-domain clips at the model's resolution (centre crop + INTER_AREA):
-    the first `frames` frames (or as many as the shortest chosen episode has) of up to `episodes`
-    episodes of an episode store, or the clip in an .npz file's `image` array (T, H, W, 3)."""
+    """uint8 (B, T, H, W, 3) out-of-domain clips at the model's resolution (centred crop + resize, the
+    converters' `center_crop_resize`): the first `frames` frames (or as many as the shortest chosen
+    episode has) of up to `episodes` episodes of an episode store, or the clip in an .npz file's
+    `image` array (T, H, W, 3)."""
     from genie_robot.data.convert.images import center_crop_resize
     from genie_robot.data.store import EpisodeStore, StoreError
 
@@ -304,6 +305,8 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
     rec = M.tokenizer_reconstruction(genie.tokenizer, clips)
     results["recon/psnr"] = float(rec["psnr"].mean())
     results["recon/ssim"] = float(rec["ssim"].mean())
+    results["tokens/changed"], results["tokens/patches_changed"] = rec["token_change"], rec["patch_change"]
+    results["gen/psnr_no_motion"] = float(M.no_motion_psnr(clips_BTHW3).mean())
     rows, labels = [], []
     for i in range(n):
         rows += [clips_BTHW3[i], rec["recon"][i]]
@@ -365,8 +368,8 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
             labels_all = np.concatenate(gt)
             classes = np.unique(labels_all)
             if len(classes) < 2:
-                # NMI is undefined against one class: latent_analysis calls two constant labellings
-                # a perfect 1.0, which would pass for a LAM that found the robot's actions.
+                # Against one class there is nothing to agree with: NMI would be 0 whatever the LAM
+                # learnt, so the report says why instead of printing a number that looks like a failure.
                 results["latent/nmi_note"] = (f"not computed: every ground-truth action falls in one class "
                                               f"({classes[0] if len(classes) else 'none'}), so there is "
                                               "nothing for the latent actions to agree with")
@@ -415,9 +418,11 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
         "| --- | --- |",
         f"| tokenizer reconstruction PSNR (dB) | {f('recon/psnr', '{:.2f}')} |",
         f"| tokenizer reconstruction SSIM | {f('recon/ssim')} |",
+        f"| tokens changed between frames (patches changed) | {f('tokens/changed')} ({f('tokens/patches_changed')}) |",
         f"| Δ_{t_report}PSNR (dB) | {f(f'delta_psnr/t{t_report}')} |",
         f"| generation PSNR, inferred actions (dB, mean over t >= 1) | {f('gen/psnr_inferred', '{:.2f}')} |",
         f"| generation PSNR, random actions (dB) | {f('gen/psnr_random', '{:.2f}')} |",
+        f"| generation PSNR, first frame held, no motion (dB; the floor) | {f('gen/psnr_no_motion', '{:.2f}')} |",
         f"| generation SSIM, inferred actions | {f('gen/ssim_inferred')} |",
         f"| latent action perplexity (of {r['num_actions']}) | {f('latent/perplexity', '{:.2f}')} |",
         f"| NMI(latent action, discretised ground-truth action) | {f('latent/nmi')} |",
