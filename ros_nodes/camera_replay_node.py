@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
-        return 1
+        return 2
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

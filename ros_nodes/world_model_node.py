@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bad bundle or parameter: one clear line, no traceback
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
-        return 1
+        return 2
     # two threads: the rollout service runs beside prompts, actions and resets
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)

@@ -10,7 +10,9 @@ A checkpoint is a directory `<run_dir>/checkpoints/step_00001000/` holding
 
 It is written into a hidden temporary directory next to its final place, every file fsynced, then
 renamed into place with os.replace: a `step_*` directory is complete by construction, and a process
-killed mid-write leaves only a `.tmp-*` directory that the next save removes.
+killed mid-write leaves only a `.tmp-*` directory that the next save removes. Files and folders get
+the permissions of any other new file (umask; the weights too, through the library's
+`bundle.save_weights`), so another user can read a run it can list.
 
 What happens to a checkpoint after it was written (a disk filling up during a copy, a truncated
 upload, an edited config.json) is checked when it is picked: `checkpoint_problems` reads the JSON and
@@ -24,16 +26,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import struct
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from genie_robot.runtime.bundle import save_weights
 
 CKPT_DIRNAME = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -196,11 +200,13 @@ def save_checkpoint(
     for stale in root.glob(".tmp-*"):  # left by a process killed while saving
         shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    # Not tempfile.mkdtemp: its 0700 would become the checkpoint's mode once renamed into place.
+    tmp = root / f".tmp-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
     try:
-        save_file(_cpu_tensors(weights), str(tmp / WEIGHTS))
+        save_weights(_cpu_tensors(weights), tmp / WEIGHTS)
         if ema is not None:
-            save_file(_cpu_tensors(ema), str(tmp / EMA_WEIGHTS))
+            save_weights(_cpu_tensors(ema), tmp / EMA_WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
         torch.save(state, tmp / STATE)
         for f in tmp.iterdir():

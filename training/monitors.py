@@ -39,7 +39,7 @@ def lam_monitor(lam, val_set, device: torch.device) -> dict[str, float]:
     out = _usage_metrics(codes, lam.cfg.num_actions)
     if "transition_actions" in batch and batch["transition_actions"].shape[-1] >= 3:  # NMI needs xyz actions
         labels = la.discretise_actions(batch["transition_actions"].reshape(-1, batch["transition_actions"].shape[-1]).numpy())
-        if len(np.unique(labels)) >= 2:  # against one class NMI is undefined (latent_analysis says 1.0)
+        if len(np.unique(labels)) >= 2:  # against one class NMI says nothing (latent_analysis gives 0)
             out["nmi"] = la.normalized_mutual_information(codes.reshape(-1), labels)
     return out
 

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
     except StoreError as exc:  # invalid or damaged store (a preview reads frames)
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -115,14 +115,14 @@ def _run(args: argparse.Namespace) -> int:
             for message in problems:
                 print(f"error: {message}", file=sys.stderr)
             print(f"check: {len(problems)} damaged or missing chunks ({read} read)", file=sys.stderr)
-            return 1
+            return 2
         print(f"check: every chunk present and readable ({read})")
     if args.preview:
         from genie_robot.data.preview import save_image, store_preview
 
         if store.num_episodes == 0:
             print("error: the store has no episodes to preview", file=sys.stderr)
-            return 1
+            return 2
         save_image(store_preview(store, episodes=args.episodes, frames=args.frames), args.preview)
         print(f"preview written to {args.preview}")
     return 0

@@ -13,7 +13,9 @@ ground-truth action[t] is applied after frame t, so it labels the transition x_t
 same transition as latent action [:, t].
 
 NMI(codes, classes) = I(C; G) / mean(H(C), H(G)) (the arithmetic normalisation, sklearn's default):
-0 when the codes say nothing about the robot's motion, 1 when they determine it and vice versa.
+0 when the codes say nothing about the robot's motion, 1 when they determine it and vice versa. A
+constant labelling carries no information, so its NMI with anything is 0 (sklearn says 1.0 when both
+are constant, which would score a collapsed LAM on a still robot as perfect).
 """
 
 from __future__ import annotations
@@ -75,14 +77,12 @@ def contingency(codes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 
 def normalized_mutual_information(codes: np.ndarray, labels: np.ndarray) -> float:
     """NMI between two paired discrete labellings (any hashable values), arithmetic normalisation.
-    1.0 when both are constant (identical, trivially); 0.0 when only one is."""
+    0.0 when either labelling is constant (one value only): it can agree with nothing."""
     table, _, _ = contingency(codes, labels)
     n = table.sum()
     if n == 0:
         raise ValueError("NMI of no samples")
     h_c, h_g = _entropy(table.sum(1)), _entropy(table.sum(0))
-    if h_c == 0 and h_g == 0:
-        return 1.0
     if h_c == 0 or h_g == 0:
         return 0.0
     pxy = table / n

@@ -96,15 +96,12 @@ def push_expert(grip_xyz: np.ndarray, obj_xyz: np.ndarray, goal_xyz: np.ndarray,
     return cmd * (speed / n) if n > speed else cmd
 
 
-_scene_cache: dict = {}
-
-
 def push_scene(resolution: int):
-    from genie_robot.data.sim.scene import FetchScene
+    """The process's FetchPush scene at this resolution: simulate's cache, which frees its renderers
+    before interpreter teardown (a cache of our own left EGL to fail noisily at exit)."""
+    from genie_robot.data.sim.simulate import _scene
 
-    if resolution not in _scene_cache:
-        _scene_cache[resolution] = FetchScene("push", resolution)
-    return _scene_cache[resolution]
+    return _scene("push", resolution)
 
 
 def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames: bool = True,

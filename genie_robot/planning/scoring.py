@@ -58,8 +58,10 @@ def psnr(frames_BHW3: np.ndarray, goal_HW3: np.ndarray) -> np.ndarray:
 class GoalScorer:
     """One goal, prepared once for a world model: `scorer(frames_BHW3, tokens_BN) -> (B,)` distances.
 
-    The goal is brought to the model's resolution the way the runtime brings prompts (cv2 INTER_AREA);
-    for "token" it is encoded once with the model's tokenizer (encoded alone, as frame 0)."""
+    The goal is brought to the model's resolution the way the runtime brings prompts
+    (`WorldModel.prepare_frames`: the largest centred crop with the model's aspect, then resized, by
+    the converters' `center_crop_resize`); for "token" it is encoded once with the model's tokenizer
+    (encoded alone, as frame 0)."""
 
     def __init__(self, world_model, goal_HW3: np.ndarray, score: str = "pixel"):
         if score not in SCORES:

@@ -12,14 +12,16 @@ export, weights of another model all fail at load, naming the file), and that co
 weights agree, so a bundle assembled from mismatched parts fails at load, not mid-rollout. Hashing
 costs ~0.1 s per 40 MB, once per load.
 
-Bundle files are written with the permissions of any other file (umask): `save_weights` undoes
-safetensors' private 0600, so another user (a ROS service account) can load a bundle it can list.
+Bundle files are written with the permissions of any other file (umask): `save_weights` (also the
+trainer's checkpoint writer) undoes safetensors' private 0600, so another user (a ROS service
+account) can load a bundle or checkpoint it can list.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -78,11 +80,27 @@ def verify(bundle_dir: str | Path, needed: tuple[str, ...] | list[str] = ()) -> 
 
 
 def save_weights(tensors: dict, path: str | Path) -> None:
-    """Tensors -> a safetensors file with the permissions of any other new file (umask), where
-    safetensors.torch.save_file would make it 0600. The bytes are built in memory (~40 MB: fine)."""
-    from safetensors.torch import save
+    """Tensors (CPU, contiguous, no shared storage) -> a safetensors file with the permissions of any
+    other new file (0666 less the umask), where safetensors.torch.save_file alone makes it 0600. The
+    one weight writer of bundles and training checkpoints; streams to disk (no copy in memory)."""
+    from safetensors.torch import save_file
 
-    Path(path).write_bytes(save(tensors))
+    save_file(tensors, str(path))
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it, for a moment,
+    for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_config(bundle_dir: str | Path):

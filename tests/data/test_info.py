@@ -54,8 +54,11 @@ def test_info_on_incomplete_store(tmp_path, tiny_episode, capsys):
     path = str(tmp_path / "s.zarr")
     w = StoreWriter(path, resolution=(16, 16), fps=10, source="t", action_dim=2)
     w.add_episode(tiny_episode(0, 4))
-    assert run_info([path]) == 1
-    assert "allow_incomplete" in capsys.readouterr().err
+    assert run_info([path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    # the fix is named as a command-line user types it, not only as a Python argument (#14 item 15)
+    assert "`genie-robot info --allow-incomplete`" in err and "`genie-robot simulate --resume`" in err
     assert run_info([path, "--allow-incomplete"]) == 0
     assert "INCOMPLETE" in capsys.readouterr().out
 

@@ -141,7 +141,7 @@ def test_cli_end_to_end(sim, tmp_path, capsys):
     last = store.episode(2)
     assert _same(last, sim.generate_episode(5, 5, RES, "pick"))
     capsys.readouterr()
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
     # argparse keeps the last --workers: one in-process worker, same store.
     assert main([*argv, "--workers", "1", "--overwrite"]) == 0

@@ -81,7 +81,7 @@ def test_resume_finishes_a_killed_run_into_the_same_store(tmp_path, monkeypatch,
     assert EpisodeStore.open(out, allow_incomplete=True).num_episodes == 2
 
     capsys.readouterr()
-    assert main(["simulate", *argv, "--out", out]) == 1
+    assert main(["simulate", *argv, "--out", out]) == 2
     assert "--resume" in capsys.readouterr().err  # a re-run without it says how to finish the store
     assert main(["simulate", *argv, "--out", out, "--resume"]) == 0
     assert "(2 kept from the interrupted run)" in capsys.readouterr().out

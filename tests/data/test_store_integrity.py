@@ -99,7 +99,7 @@ def test_info_check_lists_damaged_chunks_and_train_fails_on_one(tiny_store, tmp_
     _chunk(path, 7).write_bytes(b"garbage")
     assert cli(["info", path]) == 0  # opening reads no frame chunk
     capsys.readouterr()
-    assert cli(["info", path, "--check"]) == 1
+    assert cli(["info", path, "--check"]) == 2
     err = capsys.readouterr().err
     assert "c/1/0/0/0 (frames 4-7, episode 0) is missing" in err and "c/7/0/0/0 (frames 28-31, episode 2)" in err
     assert "check: 2 damaged or missing chunks" in err
@@ -121,7 +121,7 @@ def test_corrupt_zarr_json_is_a_one_line_error(tiny_store, where, capsys):
     (Path(path) / where).write_text('{"zarr_format": 3, "node_type": ')
     with pytest.raises(StoreError, match=rf"{where}: the store's Zarr metadata cannot be read .* damaged"):
         EpisodeStore.open(path)
-    assert cli(["info", path]) == 1
+    assert cli(["info", path]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and where in err
 

@@ -74,3 +74,13 @@ def test_nmi_matches_definition_and_limits():
     mi = hg - 0.5 * np.log(2)
     assert la.normalized_mutual_information(c, g) == pytest.approx(mi / ((np.log(2) + hg) / 2))
     assert la.normalized_mutual_information(np.zeros(4), g) == 0.0
+
+
+def test_nmi_of_a_constant_labelling_is_zero():
+    """A constant labelling agrees with nothing: 0, also when both are constant (sklearn says 1.0 there,
+    which would score a LAM that collapsed to one code on a still robot as perfect)."""
+    g = np.array([0, 1, 1, 1])
+    assert la.normalized_mutual_information(np.zeros(4), np.zeros(4)) == 0.0
+    assert la.normalized_mutual_information(np.full(4, 3), np.array(["still"] * 4)) == 0.0
+    assert la.normalized_mutual_information(g, np.zeros(4)) == 0.0
+    assert la.normalized_mutual_information(np.zeros(4), g) == 0.0

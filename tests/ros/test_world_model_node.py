@@ -251,5 +251,5 @@ def test_a_context_other_than_the_bundles_is_refused(ros, tiny_bundle):
 def test_the_executable_names_a_missing_bundle(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ros_nodes.world_model_node", "--ros-args", "-p",
                            f"model:={tmp_path / 'nope'}"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "cannot start" in proc.stderr and "nope" in proc.stderr

@@ -4,6 +4,8 @@ whole (tiny) training run read back through the MLflow client."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -177,6 +179,26 @@ def test_checkpoint_failing_mid_write_leaves_no_checkpoint(tmp_path, monkeypatch
     with pytest.raises(OSError):
         _save(tmp_path, 2)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_checkpoint_files_and_folder_have_the_permissions_of_any_new_file(tmp_path, umask):
+    """Weights are not 0600 and the step folder is not 0700 (safetensors and mkdtemp alone make them so):
+    another user (a ROS service account, a colleague) reads a run it can list. The umask still rules."""
+    old = os.umask(umask)
+    try:
+        path = ckpt_io.save_checkpoint(tmp_path, 1, weights={"a": torch.zeros(2)}, config={"stage": "t"},
+                                       state={"step": 1}, ema={"a": torch.ones(2)})
+        (tmp_path / "plain.txt").write_text("x")
+        os.mkdir(tmp_path / "plain_dir")
+    finally:
+        os.umask(old)
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == file_mode
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
+    assert modes == {name: file_mode for name in ("model.safetensors", "ema.safetensors", "config.json", "state.pt")}
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "plain_dir").stat().st_mode) == dir_mode
+    assert torch.equal(ckpt_io.load_checkpoint(path).ema["a"], torch.ones(2))
 
 
 def test_missing_checkpoint_error_names_the_fix(tmp_path):

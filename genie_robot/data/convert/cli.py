@@ -92,7 +92,7 @@ def _run(convert, args) -> int:
         return _finish(convert())
     except (ConversionError, StoreError, FileExistsError) as exc:  # StoreError: e.g. NaN actions in the source
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 def _run_rlds(args) -> int:

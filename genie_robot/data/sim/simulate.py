@@ -237,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     except (ValueError, RenderBackendError) as exc:  # StoreError is a ValueError: bad args or paths
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     kept = f" ({args.episodes - made} kept from the interrupted run)" if made < args.episodes else ""
     print(f"wrote {args.episodes} episodes x {args.frames} frames to {args.out}{kept}")
     return 0

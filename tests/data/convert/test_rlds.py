@@ -447,5 +447,5 @@ def test_cli_convert_rlds(tmp_path, capsys):
     assert store.num_episodes == 5 and store.camera == "steps/observation/image_1" and store.fps == 5
     assert "5 episodes, 50 frames" in capsys.readouterr().out
     assert main(["convert", "rlds", str(BRIDGE), "-o", str(tmp_path / "x.zarr"), "--preset", "rt2",
-                 "--quiet"]) == 1
+                 "--quiet"]) == 2
     assert "unknown preset 'rt2'" in capsys.readouterr().err

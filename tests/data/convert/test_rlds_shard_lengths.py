@@ -76,7 +76,7 @@ def test_matching_or_unlisted_shard_lengths_convert(tmp_path):
 def test_cli_shard_error_and_zero_resolution(tmp_path, capsys):
     folder = tmp_path / "toy" / "1.0.0"
     _dataset(folder, [2], listed=[25])
-    assert cli(["convert", "rlds", str(folder), "--fps", "5", "--out", str(tmp_path / "o.zarr"), "--quiet"]) == 1
+    assert cli(["convert", "rlds", str(folder), "--fps", "5", "--out", str(tmp_path / "o.zarr"), "--quiet"]) == 2
     assert "holds 2 episodes but dataset_info.json lists 25" in capsys.readouterr().err
     for bad in ("0", "0x64", "-3"):
         with pytest.raises(SystemExit) as exit_:

@@ -170,5 +170,5 @@ def test_cli_convert_video(tmp_path, frames, capsys):
     store = EpisodeStore.open(str(out))
     assert store.resolution == (32, 48) and store.num_frames == 3 and store.fps == 3
     assert "1 episodes, 3 frames" in capsys.readouterr().out
-    assert cli_main(["convert", "video", str(folder), "-o", str(out), "--fps", "3", "--quiet"]) == 1
+    assert cli_main(["convert", "video", str(folder), "-o", str(out), "--fps", "3", "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err

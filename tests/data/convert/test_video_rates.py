@@ -53,7 +53,7 @@ def test_readme_mix_of_videos_and_an_image_folder(tmp_path, sources, capsys):
     a, b, folder = sources
     out = tmp_path / "videos.zarr"
     # The folder has no rate: the error says which flag gives it.
-    assert cli(["convert", "video", str(a), str(b), str(folder), "--out", str(out), "--quiet"]) == 1
+    assert cli(["convert", "video", str(a), str(b), str(folder), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "frames_dir" in err and "--source-fps" in err and not out.exists()
     # Given, at the videos' rate: one store at 25 fps, nothing resampled.
