@@ -300,6 +300,20 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
     n = min(show, B)
     A = genie.cfg.dynamics.num_actions
     results: dict = {"clips": int(B), "frames": int(T), "num_actions": int(A)}
+    ground_truth = genie.cfg.dynamics.action_source == "ground_truth"
+    from tqdm import tqdm
+
+    # One tick per stage, on a terminal only (disable=None): FVD and --ood take tens of seconds each.
+    stages = ["reconstruction", "rollouts"] + ([] if ground_truth else ["latent actions"]) \
+        + (["FVD"] if fvd else []) + [f"ood {name}" for name in (ood or {})]
+    progress = tqdm(total=len(stages), desc="eval", unit="stage", disable=None, leave=False)
+
+    def stage_done():
+        progress.update()
+        if progress.n < len(stages):
+            progress.set_postfix_str(stages[progress.n])
+
+    progress.set_postfix_str(stages[0])
 
     # Tokenizer reconstruction
     rec = M.tokenizer_reconstruction(genie.tokenizer, clips)
@@ -312,9 +326,9 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
         rows += [clips_BTHW3[i], rec["recon"][i]]
         labels += [f"real {i}", f"recon {i}"]
     save_image(frame_grid(rows, labels=labels, scale=s), out / "recon.png")
+    stage_done()
 
     # ΔPSNR and the rollouts it makes
-    ground_truth = genie.cfg.dynamics.action_source == "ground_truth"
     if ground_truth and clip_actions_BT1 is None:
         raise EvalError("this dynamics model is conditioned on ground-truth actions: evaluate it on a store with "
                         "data/action")
@@ -328,6 +342,7 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
     results["gen/psnr_random"] = float(np.mean(dp.psnr_random_BT[:, 1:]))
     results["gen/ssim_inferred"] = float(M.ssim(clips_BTHW3[:, 1:], dp.frames_inferred_BTHW3[:, 1:]).mean())
     _plot_delta_psnr(dp, out / "delta_psnr.png", t_report)
+    stage_done()
     videos = [clips_BTHW3[:n], dp.frames_inferred_BTHW3[:n], dp.frames_random_BTHW3[:n]]
     save_gif(side_by_side_movie(videos, s), out / "rollouts.gif", fps=4)
     rows, labels = [], []
@@ -377,6 +392,9 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
                 results["latent/nmi"] = la.normalized_mutual_information(codes_all, labels_all)
             nmi_table = la.contingency(codes_all, labels_all)
 
+    if not ground_truth:
+        stage_done()
+
     # FVD (optional: the I3D runs at 224x224 and is slow on a CPU)
     fvd_note = None
     if fvd:
@@ -394,11 +412,16 @@ def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_fra
             results["fvd/inferred"] = F.fvd_from_features(real_f, F.i3d_features(dp.frames_inferred_BTHW3, i3d))
             results["fvd/random"] = F.fvd_from_features(real_f, F.i3d_features(dp.frames_random_BTHW3, i3d))
             results["fvd/videos"] = int(B)
+        stage_done()
 
     if ood:
         if ground_truth:
             raise EvalError("--ood clips have no actions: a ground-truth-action model cannot roll them out")
-        results["ood"] = {name: evaluate_ood(genie, name, c, out, seed=seed) for name, c in ood.items()}
+        results["ood"] = {}
+        for name, c in ood.items():
+            results["ood"][name] = evaluate_ood(genie, name, c, out, seed=seed)
+            stage_done()
+    progress.close()
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     _write_markdown(out / "report.md", results, t_report=t_report, depth=depth, nmi_table=nmi_table, fvd_note=fvd_note)
     return results

@@ -151,3 +151,31 @@ def test_eval_needs_exactly_one_model_source(trained, tmp_path, capsys):
     assert cli(["eval", "--dynamics", str(d / "dyn"), "--store", store, "--out", str(tmp_path / "x"),
                 "--ood", str(bad), "--tracking-uri", uri]) == 2
     assert "no 'image' array" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_shows_its_stages_on_a_terminal_and_is_quiet_otherwise(trained, tmp_path, monkeypatch, capsys):
+    """Progress per stage (FVD and --ood take tens of seconds each) when stderr is a terminal; nothing
+    when it is a log file."""
+    import io
+    import sys
+
+    d, store, uri = trained
+    ood = tmp_path / "ood.npz"
+    np.savez(ood, image=np.random.default_rng(0).integers(0, 256, (8, 24, 32, 3), dtype=np.uint8))
+    args = ["eval", "--dynamics", str(d / "dyn"), "--tokenizer", str(d / "tok"), "--store", store,
+            "--split", "all", "--episodes", "2", "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--ood", str(ood)]
+    assert cli([*args, "--out", str(tmp_path / "quiet")]) == 0
+    assert "stage" not in capsys.readouterr().err
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert cli([*args, "--out", str(tmp_path / "tty")]) == 0
+    shown = term.getvalue()
+    for stage in ("reconstruction", "rollouts", "latent actions", "ood ood"):
+        assert stage in shown, (stage, shown[-500:])
+    assert "4/4" in shown  # no --fvd: four stages
