@@ -45,11 +45,14 @@ def stop(executor, node) -> None:
     pool = getattr(executor, "_executor", None)  # MultiThreadedExecutor's ThreadPoolExecutor
     if pool is not None:
         pool.shutdown(wait=True)  # callbacks handed to it run to their end while the guard condition exists
-    tasks = list(getattr(executor, "_futures", ()))
+    def pending():  # the executor's rclpy Tasks (`_tasks`: (task, entity, node)) and pool futures
+        return [t[0] for t in getattr(executor, "_tasks", ())] + list(getattr(executor, "_futures", ()))
+
+    tasks = pending()
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
-    for task in tasks + list(getattr(executor, "_futures", ())):
+    for task in tasks + pending():
         # a callback that ran after SIGINT shut the context down may have failed (e.g. a publish, or a
         # handle destroyed just now): expected at exit, so fetch the error rather than have rclpy print
         # it as never retrieved; one still pending will never run
