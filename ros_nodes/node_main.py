@@ -38,8 +38,9 @@ def usage(prog: str, doc: str, parameters: dict) -> str:
     return "\n".join(lines)
 
 
-def stop(executor, node) -> None:
-    """Stop spinning `node` on `executor` without leaving callbacks to fail on destroyed handles."""
+def stop(executor, *nodes, context=None) -> None:
+    """Stop spinning `nodes` on `executor` without leaving callbacks to fail on destroyed handles, then
+    shut down `context` (rclpy's default one unless given). Call it once nothing spins the executor."""
     import rclpy
 
     pool = getattr(executor, "_executor", None)  # MultiThreadedExecutor's ThreadPoolExecutor
@@ -50,8 +51,9 @@ def stop(executor, node) -> None:
 
     tasks = pending()
     executor.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown()
+    for node in reversed(nodes):
+        node.destroy_node()
+    rclpy.try_shutdown(context=context)
     for task in tasks + pending():
         # a callback that ran after SIGINT shut the context down may have failed (e.g. a publish, or a
         # handle destroyed just now): expected at exit, so fetch the error rather than have rclpy print

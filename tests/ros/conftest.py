@@ -74,7 +74,9 @@ def tiny_onnx_bundle(tmp_path_factory):
 
 
 class Harness:
-    """A node under test and a client node, spun by one executor on a background thread."""
+    """A node under test and a client node, spun by one executor on a background thread; closed the
+    way the node entry points stop (`ros_nodes.node_main.stop`), so no callback is left to fail on a
+    destroyed handle and print "never retrieved" into a later test's output."""
 
     def __init__(self):
         from rclpy.context import Context
@@ -87,8 +89,13 @@ class Harness:
         self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
         self.executor.add_node(self.client)
         self.nodes = [self.client]
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinning = True
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self):
+        while self._spinning and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
 
     def add(self, node_cls, **params):
         """Start node_cls in this harness's namespace with these parameters."""
@@ -126,11 +133,11 @@ class Harness:
         return wait_until(cond, timeout, what)
 
     def close(self):
-        self.executor.shutdown(timeout_sec=5.0)
-        for node in reversed(self.nodes):
-            node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        from ros_nodes.node_main import stop
+
+        self._spinning = False
         self._thread.join(5.0)
+        stop(self.executor, *self.nodes, context=self.context)
 
 
 @pytest.fixture
