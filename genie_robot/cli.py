@@ -45,12 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_reporting_errors(job, args: argparse.Namespace) -> int:
-    """Run `job(args)` with INFO logging; a bad input (missing file, wrong value, runtime problem the
-    user fixes) is printed as one `error:` line and exit status 2 instead of a traceback."""
+def setup_logging(level: int = 20, *, others: int = 30) -> None:
+    """The commands' logging: this project's own messages (`genie_robot.*`, `training.*`, `ros_nodes.*`)
+    at `level` (INFO), everything else at `others` (WARNING), so a library's INFO chatter (PyOpenGL,
+    onnx, mlflow) stays out of the output; `--verbose` passes others=INFO or DEBUG."""
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=others, format="%(message)s")
+    logging.getLogger().setLevel(others)
+    for name in ("genie_robot", "training", "ros_nodes"):
+        logging.getLogger(name).setLevel(level)
+
+
+def run_reporting_errors(job, args: argparse.Namespace) -> int:
+    """Run `job(args)` with this project's INFO logging; a bad input (missing file, wrong value, runtime
+    problem the user fixes) is printed as one `error:` line and exit status 2 instead of a traceback."""
+    setup_logging()
     try:
         return job(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

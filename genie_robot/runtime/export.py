@@ -269,7 +269,9 @@ def log_to_mlflow(bundle_dir: str | Path, run_id: str, tracking_uri: str | None 
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from genie_robot.cli import setup_logging
+
+    setup_logging(others=logging.INFO if args.verbose else logging.WARNING)
     if args.verbose:
         log.setLevel(logging.DEBUG)  # quiet_exporter lets the exporter's own logging through
     try:

@@ -60,7 +60,7 @@ class OnnxBackend:
                    "(CUDA/cuDNN libraries missing or not matching onnxruntime-gpu?)")
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             log.warning(msg)
-        log.info("onnxruntime %s, providers asked %s, active %s", ort.__version__, asked, active)
+        log.debug("onnxruntime %s, providers asked %s, active %s", ort.__version__, asked, active)
 
     def input_shapes(self, graph: str) -> dict[str, list]:
         """Graph input shapes, with the per-layer cache inputs folded back into "kv": (L, 2, *k0's shape)."""

@@ -112,6 +112,29 @@ def test_info_check_lists_damaged_chunks_and_train_fails_on_one(tiny_store, tmp_
     assert "genie-robot train tokenizer: error:" in err and "data/rgb: chunk" in err and "Traceback" not in err
 
 
+def test_eval_names_the_damaged_chunk_it_reads(tiny_store, tmp_path, capsys):
+    """`eval` reads frames through the same checked path: exit 2, one line naming the chunk."""
+    import torch
+
+    from genie_robot.models import Genie, preset
+    from training import checkpoints
+
+    torch.manual_seed(0)
+    genie = Genie(preset("tiny"))
+    config = {"train": {"preset": "tiny", "model": {}}, "model": genie.cfg.to_dict(), "stage": "dynamics"}
+    checkpoints.save_checkpoint(tmp_path / "dyn", 1, weights=genie.state_dict(), config=config,
+                                state={"step": 1, "mlflow_run_id": None})
+    path = tiny_store(2, length=12)
+    _chunk(path, 4).write_bytes(b"garbage")  # frames 16-19, episode 1
+    args = ["eval", "--dynamics", str(tmp_path / "dyn"), "--store", path, "--split", "all", "--episodes", "2",
+            "--frames", "4", "--out", str(tmp_path / "report"), "--tracking-uri", f"file://{tmp_path / 'mlruns'}"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genie-robot eval: error:") and "data/rgb: chunk c/4/0/0/0" in err, err
+    assert "episode 1" in err and "Traceback" not in err
+    assert not (tmp_path / "report" / "metrics.json").exists()
+
+
 # -- item 12: corrupt metadata ---------------------------------------------------------------------
 
 

@@ -253,3 +253,20 @@ def test_the_executable_names_a_missing_bundle(tmp_path):
                            f"model:={tmp_path / 'nope'}"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "cannot start" in proc.stderr and "nope" in proc.stderr
+
+
+def test_the_executable_refuses_a_corrupt_bundle_naming_the_file(tiny_bundle, tmp_path):
+    """A flipped bit in the weights: the node loads through WorldModel.load, whose sha256 check stops it."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    weights = bundle / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    proc = subprocess.run([sys.executable, "-m", "ros_nodes.world_model_node", "--ros-args", "-p", f"model:={bundle}",
+                           "-p", "backend:=torch"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot start" in proc.stderr and "weights.safetensors does not match the sha256" in proc.stderr
+    assert "Traceback" not in proc.stderr

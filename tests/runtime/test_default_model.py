@@ -34,6 +34,31 @@ def test_a_weight_only_bundle_gets_its_graphs_exported_once_into_the_cache(tiny_
     np.testing.assert_array_equal(wm.rollout(prompt, actions, seed=5), reference.rollout(prompt, actions, seed=5))
 
 
+@pytest.mark.slow
+@pytest.mark.sim
+def test_a_first_rollout_of_a_weight_only_bundle_prints_a_few_lines(tiny_export, tmp_path):
+    """Issue #14 item 5: the first `rollout --model default` printed ~1,100 lines (the exporter's warnings
+    while the graphs went into the cache). The whole command, in a child process so every line of C++
+    logging is counted too, on a weight-only bundle with an empty cache: the same path, a tiny model."""
+    import os
+    import subprocess
+    import sys
+
+    from genie_robot.cli import main
+
+    light = tmp_path / "light"
+    assert main(["export", "--dynamics", str(tiny_export[1]), "--out", str(light), "--no-onnx"]) == 0
+    env = dict(os.environ, GENIE_ROBOT_CACHE=str(tmp_path / "cache"), GENIE_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "genie_robot.cli", "rollout", "--model", str(light), "--frames", "4",
+                          "--out", str(tmp_path / "r.gif")], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list((tmp_path / "cache").rglob("*.onnx")), "the graphs were not exported: not a first use"
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+    # the command's own 4 lines (model, actions, PSNR, files written) and 2 about the one-time export
+    assert 1 <= len(lines) <= 6 and not any("warn" in line.lower() for line in lines), "\n".join(lines[:40])
+    assert (tmp_path / "r.gif").stat().st_size > 0
+
+
 def test_a_bundle_that_lost_a_graph_is_not_silently_re_exported(tiny_export, tmp_path, monkeypatch):
     import shutil
 

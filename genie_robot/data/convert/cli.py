@@ -75,7 +75,9 @@ def register_cli(subparsers) -> None:
 
 
 def _setup_logging(args) -> None:
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    from genie_robot.cli import setup_logging
+
+    setup_logging(logging.WARNING if args.quiet else logging.INFO)
 
 
 def _finish(report) -> int:
