@@ -42,6 +42,43 @@ from training.configs import TrainConfig, apply_model_overrides, flatten, load_c
 # process setup: allocator, distributed, seeds
 
 
+class StopRequest:
+    """SIGTERM (a scheduler's preemption, `kill`) or SIGINT (Ctrl-C, also for a run started in the
+    background, where SIGINT is otherwise ignored) asks the loop to stop after the step in progress and
+    save a checkpoint at that step, so nothing is lost; a second signal stops at once. The handlers are
+    installed only in the main thread, and `restore` puts the previous ones back."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._saved: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # the second one: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def install(self) -> "StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
 def tune_cpu_allocator() -> str:
     """Tell glibc malloc to keep freed memory instead of unmapping and re-faulting it every step.
 
@@ -704,6 +741,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
     pbar = tqdm(total=cfg.max_steps, initial=step, disable=not info.is_main, dynamic_ncols=True,
                 mininterval=1.0, desc=stage.name)
     frames_per_step = cfg.batch_size * stage.window
+    stop = StopRequest().install()
     try:
         last_saved = step if resume_path is not None else None
         t_last = time.perf_counter()
@@ -725,11 +763,13 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
 
             # Log the global-batch mean (the same numbers 1 process would print).
             names = sorted(k for k in metrics if k != "loss")
-            vec = torch.tensor([loss.item()] + [float(metrics[k]) for k in names], dtype=torch.float64)
-            if info.world > 1:
+            vec = torch.tensor([loss.item()] + [float(metrics[k]) for k in names] + [stop.signum is not None],
+                               dtype=torch.float64)
+            if info.world > 1:  # every rank stops at the same step when any was signalled
                 vec = vec.to(device)
                 dist.all_reduce(vec)
                 vec = vec.cpu() / info.world
+            stopping, vec = bool(vec[-1] > 0), vec[:-1]
             now = time.perf_counter()
             dt, t_last = now - t_last, now
             logged = {"train/loss": float(vec[0]), "train/lr": lr, "train/grad_norm": float(grad_norm),
@@ -747,6 +787,13 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
             if not math.isfinite(logged["train/loss"]):
                 raise FloatingPointError(f"loss is {logged['train/loss']} at step {step}; lower lr or check the data")
 
+            if stopping:
+                if last_saved != step:
+                    save(step)
+                if info.is_main:
+                    tqdm.write(f"{stage.name}: stopped by {stop.name or 'a signal on another rank'} after step {step}; "
+                               f"checkpoint saved in {run_dir}: continue with --resume")
+                raise KeyboardInterrupt
             validate_and_preview(step, final=step == cfg.max_steps)
             if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
                 save(step)
@@ -765,6 +812,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         status = "KILLED"
         raise
     finally:
+        stop.restore()
         pbar.close()
         tracker.finish(status)
         if info.world > 1 and dist.is_initialized():
