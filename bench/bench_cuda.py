@@ -185,7 +185,7 @@ def main() -> int:
 
     md = "\n\n".join([
         f"# bench_cuda: {info['device']}, torch {info['torch']}, {info['when']}",
-        f"matmul peak ({n}^3): fp32 {info["matmul_tflops"]["fp32"]:.2f} TFLOP/s, bf16 {info["matmul_tflops"]["bf16"]:.2f} TFLOP/s",
+        f"matmul peak ({n}^3): fp32 {info['matmul_tflops']['fp32']:.2f} TFLOP/s, bf16 {info['matmul_tflops']['bf16']:.2f} TFLOP/s",
         "## Dynamics train step, comparison config (s/step)", table(train_rows, ["config", "batch", "fp32_s", "bf16_s", "bf16_speedup"]),
         "## `cpu` preset stages, bf16, training batch", table(stage_rows, ["stage", "batch", "window", "step_s", "steps_per_s", "frames_per_s"]),
         "## Imagination (`Rollout`, cpu preset, 16-frame context), frames/s", table(roll_rows, ["steps", "batch", "fp32_fps", "bf16_fps", "bf16_speedup"]),
