@@ -1,7 +1,9 @@
 """Model bundle: the directory `genie-robot export` writes and `WorldModel.load` reads.
 
     manifest.json            format version, model config, opset, graph input/output shapes,
-                             sha256 of the source checkpoints' safetensors files and of every bundle file
+                             sha256 of the source checkpoints' safetensors files and of every bundle file,
+                             precision of the ONNX graphs ("fp32" | "int8", see quantize.py; absent in
+                             bundles made before it existed: fp32)
     config.json              GenieConfig.to_dict()
     weights.safetensors      Genie state dict (tokenizer + lam + dynamics): the torch backend
     tokenizer_encoder.onnx, tokenizer_decoder.onnx, lam_encoder.onnx, dynamics_step.onnx: the onnx backend
@@ -30,6 +32,7 @@ WEIGHTS = "weights.safetensors"
 FORMAT_VERSION = 1
 ONNX_FILES = ("tokenizer_encoder.onnx", "tokenizer_decoder.onnx", "lam_encoder.onnx", "dynamics_step.onnx")
 EXPORT_HINT = "genie-robot export --dynamics runs/dynamics --out {dir}"
+PRECISIONS = ("fp32", "int8")  # of the ONNX graphs; weights.safetensors is always fp32
 
 
 class BundleError(ValueError):
@@ -128,6 +131,16 @@ def read_manifest(bundle_dir: str | Path) -> dict:
         raise BundleError(f"{d / MANIFEST} has format_version {manifest.get('format_version')!r}, this code reads "
                           f"{FORMAT_VERSION}; re-export with `{EXPORT_HINT.format(dir=d)}`")
     return manifest
+
+
+def precision(manifest: dict, bundle_dir: str | Path = "") -> str:
+    """The precision of a bundle's ONNX graphs, from its manifest ("fp32" when not recorded)."""
+    value = manifest.get("precision", "fp32")
+    if value not in PRECISIONS:
+        d = Path(bundle_dir)
+        raise BundleError(f"{d / MANIFEST} records precision {value!r}, this code runs {', '.join(PRECISIONS)}; "
+                          f"re-export with `{EXPORT_HINT.format(dir=d)} --precision fp32` (or int8)")
+    return value
 
 
 def write_manifest(bundle_dir: str | Path, **fields) -> dict:

@@ -8,6 +8,12 @@ MaskGIT loop stays on the host (world_model.py).
 
     genie-robot export --dynamics runs/dynamics --out bundles/cpu
     genie-robot export --dynamics runs/dynamics --tokenizer runs/tokenizer --out bundles/cpu --mlflow
+    genie-robot export --dynamics runs/dynamics --out bundles/cpu-int8 --precision int8
+    genie-robot export --bundle default --out bundles/default-int8 --precision int8
+
+`--precision int8` ships int8 versions of the graphs that gain from them on a CPU (quantize.py says
+which and why) and records the precision in the manifest; `--bundle` makes such a bundle from an
+existing fp32 one (the shipped default model has no checkpoints to export from).
 
 The exporter and the onnxscript optimizer log hundreds of lines per graph ("Replaced initializer ...",
 "Skipping constant folding ...", torchvision notes) that say nothing to a user: they are held back
@@ -199,19 +205,21 @@ def _io_shapes(path: Path) -> dict:
 
 def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = None, opset: int = DEFAULT_OPSET,
                   ema: bool = True, onnx: bool = True, overwrite: bool = False,
-                  sampling: dict | None = None) -> tuple[Path, dict, str | None]:
+                  sampling: dict | None = None, precision: str = "fp32") -> tuple[Path, dict, str | None]:
     """Checkpoints -> bundle dir (see bundle.py). Returns (bundle dir, manifest, the source MLflow run id).
 
     `sampling`: new MaskGIT defaults for the bundle ({"maskgit_steps", "temperature", "order"}); they
-    change how frames are drawn, not the weights, and are recorded in the manifest."""
+    change how frames are drawn, not the weights, and are recorded in the manifest.
+    `precision`: of the ONNX graphs, "fp32" or "int8" (quantize.py); recorded in the manifest."""
     import dataclasses
 
     import onnx as onnx_lib
     import torch
 
     from genie_robot.models import model_cost
-    from genie_robot.runtime import bundle
+    from genie_robot.runtime import bundle, quantize
 
+    _check_precision(precision, onnx)
     genie, sources, run_id = load_checkpoints(dynamics, tokenizer, ema=ema)
     sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
     unknown = set(sampling) - {"maskgit_steps", "temperature", "order", "guidance"}
@@ -235,9 +243,12 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
         (tmp / bundle.CONFIG).write_text(json.dumps(cfg_dict, indent=2, sort_keys=True))
         bundle.save_weights({k: v.detach().contiguous() for k, v in genie.state_dict().items()}, tmp / bundle.WEIGHTS)
         shapes = export_onnx(genie, tmp, opset) if onnx else {}
+        quantization = quantize.quantize_graphs(tmp, precision)
+        shapes.update({Path(f).stem: _io_shapes(tmp / f) for f in quantization})
         cost = model_cost(genie.cfg)
         manifest = bundle.write_manifest(
             tmp, config=cfg_dict, preset=genie.cfg.name, opset=opset if onnx else None, graphs=shapes,
+            precision=precision, **({"quantization": quantization} if quantization else {}),
             frame_stride=sources["dynamics"]["frame_stride"], sampling_overrides=sampling,
             sources=sources, mlflow_run_id=run_id, torch_version=torch.__version__, onnx_version=onnx_lib.__version__,
             model_cost={"total_params": cost["total"]["params"], "flops_per_frame": cost["total"]["flops_per_frame"]},
@@ -247,6 +258,59 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, manifest, run_id
+
+
+def export_from_bundle(source: str | Path, out: str | Path, *, precision: str = "int8",
+                       overwrite: bool = False) -> tuple[Path, dict, str | None]:
+    """An fp32 bundle ("default": the shipped model) -> a bundle with graphs at `precision`, for
+    models whose checkpoints are not at hand. A weight-only source gets its fp32 graphs from the
+    cache first (default_model.onnx_bundle). Returns (bundle dir, manifest, the source's MLflow run id)."""
+    from genie_robot.runtime import bundle, default_model, quantize
+
+    _check_precision(precision, onnx=True)
+    src = default_model.resolve(source)
+    src_precision = bundle.precision(bundle.read_manifest(src), src)
+    if src_precision != "fp32":
+        raise ExportError(f"{src} holds {src_precision} graphs already; make the {precision} bundle from an fp32 "
+                          "bundle (or from the checkpoints with --dynamics)")
+    graphs = default_model.onnx_bundle(src)  # every file checked against its manifest's sha256
+    manifest = bundle.verify(graphs, bundle.ONNX_FILES + (bundle.CONFIG, bundle.WEIGHTS))
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise ExportError(f"{out} already exists; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name in bundle.ONNX_FILES + (bundle.CONFIG, bundle.WEIGHTS):
+            shutil.copyfile(graphs / name, tmp / name)
+        quantization = quantize.quantize_graphs(tmp, precision)
+        keep = {k: v for k, v in manifest.items()
+                if k not in ("files", "format_version", "graphs", "precision", "quantization", "exported_from")}
+        written = bundle.write_manifest(
+            tmp, **keep, graphs={Path(f).stem: _io_shapes(tmp / f) for f in bundle.ONNX_FILES}, precision=precision,
+            **({"quantization": quantization} if quantization else {}),
+            converted_from={"path": str(src.resolve()), "manifest_sha256": bundle.sha256(src / bundle.MANIFEST)},
+        )
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, written, manifest.get("mlflow_run_id")
+
+
+def _check_precision(precision: str, onnx: bool) -> None:
+    from genie_robot.runtime import quantize
+
+    try:
+        quantize.check_precision(precision)
+    except quantize.QuantizeError as exc:
+        raise ExportError(str(exc)) from None
+    if precision != "fp32" and not onnx:
+        raise ExportError(f"--precision {precision} quantizes the ONNX graphs, and --no-onnx exports none: drop "
+                          "--no-onnx, or use --precision fp32 for a torch-backend bundle")
 
 
 def log_to_mlflow(bundle_dir: str | Path, run_id: str, tracking_uri: str | None = None) -> list[str]:
@@ -274,16 +338,30 @@ def run_cli(args: argparse.Namespace) -> int:
     setup_logging(others=logging.INFO if args.verbose else logging.WARNING)
     if args.verbose:
         log.setLevel(logging.DEBUG)  # quiet_exporter lets the exporter's own logging through
+        logging.getLogger("genie_robot.runtime.quantize").setLevel(logging.DEBUG)  # and the quantizer's
+    from genie_robot.runtime.bundle import BundleError
+
+    sampling = {"maskgit_steps": args.maskgit_steps, "temperature": args.temperature, "order": args.order,
+                "guidance": args.guidance}
     try:
-        sampling = {"maskgit_steps": args.maskgit_steps, "temperature": args.temperature, "order": args.order,
-                    "guidance": args.guidance}
-        out, manifest, run_id = export_bundle(args.dynamics, args.out, tokenizer=args.tokenizer, opset=args.opset,
-                                              ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite,
-                                              sampling=sampling)
-    except (ExportError, FileNotFoundError) as exc:
+        if args.bundle is not None:
+            given = [flag for flag, value in (("--tokenizer", args.tokenizer), ("--no-ema", args.no_ema),
+                                              ("--no-onnx", args.no_onnx), ("--opset", args.opset != DEFAULT_OPSET),
+                                              *((f"--{k.replace('_', '-')}", v is not None) for k, v in sampling.items()))
+                     if value]
+            if given:
+                raise ExportError(f"{', '.join(given)} change(s) what is exported from checkpoints: use them with "
+                                  "--dynamics; --bundle only converts a bundle's graphs to another --precision")
+            out, manifest, run_id = export_from_bundle(args.bundle, args.out, precision=args.precision,
+                                                       overwrite=args.overwrite)
+        else:
+            out, manifest, run_id = export_bundle(args.dynamics, args.out, tokenizer=args.tokenizer, opset=args.opset,
+                                                  ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite,
+                                                  sampling=sampling, precision=args.precision)
+    except (ExportError, BundleError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"bundle: {out} ({', '.join(sorted(manifest['files']))})")
+    print(f"bundle: {out} ({manifest['precision']}; {', '.join(sorted(manifest['files']))})")
     if args.mlflow or args.mlflow_run_id:
         target = args.mlflow_run_id or run_id
         if not target:
@@ -297,13 +375,20 @@ def run_cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("export", help="checkpoints -> model bundle (ONNX + safetensors + manifest)",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--dynamics", required=True, help="stage-2 run dir or checkpoint dir (holds tokenizer, LAM, dynamics)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dynamics", help="stage-2 run dir or checkpoint dir (holds tokenizer, LAM, dynamics)")
+    src.add_argument("--bundle", default=None,
+                     help="an fp32 bundle (or 'default', the shipped model) to convert to --precision instead")
     p.add_argument("--tokenizer", default=None, help="stage-1 run dir or checkpoint: take the tokenizer weights from it")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 18, default {DEFAULT_OPSET})")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even where EMA weights exist")
     p.add_argument("--no-onnx", action="store_true", help="torch-backend bundle only (skip the ONNX graphs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle dir")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="precision of the ONNX graphs (default fp32). int8: the dynamics graph's weight MatMuls "
+                        "in int8 for CPUs with VNNI, ~1.5x the frames/s (genie_robot/runtime/quantize.py); "
+                        "GPUs: keep fp32")
     p.add_argument("--maskgit-steps", type=int, default=None, help="the bundle's default MaskGIT steps")
     p.add_argument("--temperature", type=float, default=None,
                    help="the bundle's default sampling temperature (a briefly trained model draws cleaner "

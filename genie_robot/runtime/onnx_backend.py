@@ -4,6 +4,10 @@ Providers come from `genie_robot.device.onnx_providers`; after the sessions exis
 provider is really active, because onnxruntime falls back to CPU silently when CUDA cannot be used
 (e.g. the CUDA libraries are missing), and warn when CUDA was asked for but is not active.
 Caches are host numpy arrays; onnxruntime reads them in place on CPU.
+
+`precision` is the bundle's (manifest "precision", quantize.py): the graphs are loaded as they are, an
+int8 bundle's quantized dynamics graph included; int8 graphs are for the CPU provider, and asking for
+CUDA with one is warned about.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from . import bundle
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ class OnnxBackend:
         from genie_robot.device import onnx_providers
 
         asked = onnx_providers(providers)
+        self.precision = bundle.precision(bundle.read_manifest(bundle_dir), bundle_dir)
         opts = session_options(threads)
         self.sessions = {}
         for graph in INPUTS:
@@ -60,7 +67,14 @@ class OnnxBackend:
                    "(CUDA/cuDNN libraries missing or not matching onnxruntime-gpu?)")
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             log.warning(msg)
-        log.debug("onnxruntime %s, providers asked %s, active %s", ort.__version__, asked, active)
+        if self.precision == "int8" and self.provider == "CUDAExecutionProvider":
+            msg = (f"{bundle_dir} holds int8 graphs, made for CPUs: the CUDA provider has no kernel for their "
+                   "quantized MatMuls, so onnxruntime runs those on the CPU; on a GPU load an fp32 bundle "
+                   "(`genie-robot export ... --precision fp32`), or pass providers='cpu'")
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+        log.debug("onnxruntime %s, providers asked %s, active %s, precision %s", ort.__version__, asked, active,
+                  self.precision)
 
     def input_shapes(self, graph: str) -> dict[str, list]:
         """Graph input shapes, with the per-layer cache inputs folded back into "kv": (L, 2, *k0's shape)."""

@@ -11,6 +11,8 @@ rollout gives the same tokens on either.
     frames_BHW3 = wm.step(state, np.array([3]))         # one latent action per batch row, in [0, A)
     frames_BTHW3 = wm.rollout(prompt_THW3, actions_BT)  # B candidate action sequences (planners: 64+)
     actions_BT1 = wm.infer_actions(video_BTHW3)         # latent actions of real video (the LAM)
+    recon_BTHW3 = wm.decode(wm.encode(video_BTHW3))     # the tokenizer's reconstruction
+    wm.precision                                        # "fp32" | "int8" (`genie-robot export --precision`)
 
 Memory is constant over any rollout length: caches hold the last `context` frames in a ring.
 Shapes: B batch, T frames, H, W pixels, N tokens per frame, V vocabulary.
@@ -90,6 +92,12 @@ class WorldModel:
     def provider(self) -> str:
         """What actually runs the graphs: an onnxruntime provider name, or "torch:<device>"."""
         return self.backend.provider
+
+    @property
+    def precision(self) -> str:
+        """The precision of what runs: the bundle's ONNX graphs ("fp32" | "int8", from its manifest) on
+        the onnx backend; "fp32" on the torch backend (it runs weights.safetensors, always fp32)."""
+        return getattr(self.backend, "precision", "fp32")
 
     @classmethod
     def load(cls, bundle_dir: str | Path, *, backend: str = "onnx", providers: str | list[str] | None = "auto",
@@ -258,6 +266,25 @@ class WorldModel:
     def encode(self, frames: np.ndarray) -> np.ndarray:
         """Frames -> tokens (B, T, N) int64 (tokenizer encoder, streamed with its cache)."""
         return self._encode(self.prepare_frames(frames, "frames"))
+
+    def decode(self, tokens_BTN: np.ndarray) -> np.ndarray:
+        """Tokens (B, T, N) int in [0, V) -> frames (B, T, H, W, 3) uint8 (tokenizer decoder, streamed with
+        its cache, as `step` decodes): decode(encode(x)) is the tokenizer's reconstruction of x."""
+        t = np.asarray(tokens_BTN)
+        if t.ndim != 3 or t.shape[2] != self.num_tokens or not np.issubdtype(t.dtype, np.integer):
+            raise ValueError(f"decode: expected integer tokens (B, T, {self.num_tokens}), got {t.dtype} {t.shape}")
+        if t.size and (t.min() < 0 or t.max() >= self.vocab_size):
+            raise ValueError(f"decode: tokens outside [0, {self.vocab_size}) (this tokenizer has {self.vocab_size} codes)")
+        be = self.backend
+        B, T = t.shape[:2]
+        shape = self._batched(self._cache_shapes["tokenizer_decoder"], B)
+        kv, C = be.zeros(shape), shape[5]
+        H, W = self.resolution
+        out = np.empty((B, T, H, W, 3), np.uint8)
+        for i in range(T):
+            out[:, i], new = be.run("tokenizer_decoder", np.ascontiguousarray(t[:, i], dtype=np.int64), kv, _pos(i))
+            be.write_slot(kv, new, i % C)
+        return out
 
     # ----------------------------------------------------------------------------- internals
 
