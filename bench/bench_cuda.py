@@ -12,6 +12,7 @@ no zarr, mlflow or onnxruntime-gpu), so the data are random tokens and frames of
 
     python bench/bench_cuda.py --out DIR            # on the GPU machine (see bench/gpu_run.sh)
     python bench/bench_cuda.py --device cpu --quick  # a check of the script itself, anywhere
+    GENIE_NUM_THREADS=1 python bench/bench_cuda.py --device cpu --train-only --batches 4   # the CPU ratio
 
 Writes DIR/bench_cuda.json and DIR/bench_cuda.md (tables); prints the tables too.
 """
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from genie_robot.device import autocast, pick_device  # noqa: E402
+from genie_robot.device import autocast, configure_cpu_threads, pick_device  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -156,8 +157,12 @@ def main() -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", default=None, help="folder for bench_cuda.json and bench_cuda.md")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a check that the script runs")
+    p.add_argument("--batches", default="4,32", help="batches of the comparison-config training step")
+    p.add_argument("--train-only", action="store_true", help="only the comparison-config step (e.g. on a CPU)")
     args = p.parse_args()
     device = pick_device(args.device)
+    if device.type == "cpu":
+        configure_cpu_threads()  # GENIE_NUM_THREADS, as the trainer
     reps = 2 if args.quick else 10
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -166,11 +171,13 @@ def main() -> int:
     print(json.dumps(info), flush=True)
 
     train_rows = []
-    for batch in ((1,) if args.quick else (4, 32)):
+    for batch in ((1,) if args.quick else tuple(int(b) for b in args.batches.split(","))):
         fp32 = dynamics_train_step(device, batch, "fp32", reps)
         bf16 = dynamics_train_step(device, batch, "bf16", reps)
         train_rows.append({"config": "compare", "batch": batch, "fp32_s": fp32, "bf16_s": bf16, "bf16_speedup": fp32 / bf16})
         print(train_rows[-1], flush=True)
+    if args.train_only:
+        return 0
     stage_rows = preset_stage_steps(device, reps, args.quick)
     for r in stage_rows:
         print(r, flush=True)
