@@ -130,8 +130,9 @@ def _parse(argv: list[str]) -> str | None:
 def _static_problems(cmd: db.Command) -> list[str]:
     """What is wrong with a command without running it: repository paths that do not exist, and a
     genie-robot command the CLI does not parse."""
+    shared_here = (ROOT.parent / "shared").is_dir()  # a clone away from the project folder has no ../shared
     problems = [f"{cmd.where}: {p} does not exist in the repository" for p in db.repo_paths(cmd.program)
-                if not (ROOT / p).exists()]
+                if not (ROOT / p).exists() and (shared_here or not p.startswith("../shared/"))]
     argv = cmd.program
     if argv[0] in ("python", "torchrun") and "training.train" in argv:  # `-m training.train` = `genie-robot train`
         argv = ["genie-robot", "train", *argv[argv.index("training.train") + 1 :]]
