@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 
 from genie_robot.planning.agents import (
+    VEC_DIM,
     LatentActionMap,
+    _flatten,
+    decision_transitions,
     label_latents,
+    observation_vector,
+    random_shift,
     transition_actions,
 )
 
@@ -48,6 +53,60 @@ def test_map_errors_are_named():
         LatentActionMap("table", 4).fit(np.zeros(0, int), np.zeros((0, 3)))
     with pytest.raises(ValueError, match="needs observation features"):
         LatentActionMap("mlp", 4).fit(np.zeros(3, int), np.zeros((3, 3)))
+
+
+def test_observation_vector_has_the_goal_gripper_block_and_their_offsets():
+    goal, grip, block = np.array([1.35, 0.8, 0.42]), np.array([1.2, 0.7, 0.5]), np.array([1.3, 0.75, 0.425])
+    v = observation_vector(goal, grip, block)
+    assert v.shape == (VEC_DIM,) == (13,) and v.dtype == np.float32
+    np.testing.assert_allclose(v[8:11] * 0.1, block - grip, atol=1e-6)  # block - gripper, in units of 0.1 m
+    np.testing.assert_allclose(v[11:13] * 0.1, goal[:2] - block[:2], atol=1e-6)  # goal - block
+    np.testing.assert_allclose(v[5:8] - v[2:5], (block - grip) / np.array([0.2, 0.25, 0.1]), atol=1e-5)
+    moved = observation_vector(goal, grip, block + [0.01, 0, 0])  # the block 1 cm further along x
+    assert (moved[:5] == v[:5]).all() and moved[5] > v[5] and moved[8] > v[8] and moved[11] < v[11]
+
+
+def test_random_shift_translates_each_frame_by_at_most_pad_pixels():
+    import torch
+
+    rng = np.random.default_rng(0)
+    rgb = torch.from_numpy(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8))
+    assert random_shift(rgb, 0) is rgb
+    out = random_shift(rgb, 2, torch.Generator().manual_seed(0))
+    assert out.shape == rgb.shape and out.dtype == torch.uint8
+    for x, y in zip(rgb.numpy(), out.numpy()):
+        # some (dy, dx) in [-2, 2]^2 maps the frame onto its shifted copy (away from the repeated border)
+        assert any((y[2:-2, 2:-2] == x[2 + dy:14 + dy, 2 + dx:14 + dx]).all()
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def test_training_transitions_are_the_experts_decisions_with_the_action_it_held():
+    # stride 3: the expert decided at t = 0, 3, 6 and held; the training set is those transitions, each
+    # with its frame, observation vector, held action and the LAM's label of t -> t + 3
+    stride, T = 3, 10  # 10 frames, 9 actions
+    held = np.arange(3 * 3, dtype=np.float32).reshape(3, 3)
+    action = np.concatenate([np.repeat(held, stride, 0), np.zeros((9, 1), np.float32)], 1)
+    rgb = np.arange(T, dtype=np.uint8)[:, None, None, None] * np.ones((T, 2, 2, 3), np.uint8)
+    vec = np.arange(T, dtype=np.float32)[:, None] * np.ones((T, VEC_DIM), np.float32)
+    latents = np.array([[10, 11, 12, 13, 14, 15, 16]])  # T - stride transitions, t -> t + 3
+    dec = decision_transitions(latents, stride)
+    np.testing.assert_array_equal(dec, [[10, 13, 16]])
+    f_rgb, f_vec, f_action, f_latent = _flatten([{"rgb": rgb, "vec": vec, "action": action}], dec, stride)
+    np.testing.assert_array_equal(f_rgb[:, 0, 0, 0], [0, 3, 6])
+    np.testing.assert_array_equal(f_vec[:, 0], [0, 3, 6])
+    np.testing.assert_allclose(f_action, held)
+    np.testing.assert_array_equal(f_latent, [10, 13, 16])
+
+
+@pytest.mark.sim
+def test_the_expert_deciding_once_per_model_step_holds_its_action_and_still_pushes():
+    pytest.importorskip("mujoco")
+    from genie_robot.planning.agents import run_episode
+
+    ep = run_episode(106_000, 60, 16, decide_every=3)
+    a = ep["action"].reshape(20, 3, 4)
+    assert (a == a[:, :1]).all()  # one decision per model step, held
+    assert ep["final_dist"] < 0.5 * ep["start_dist"]
 
 
 @pytest.mark.sim
@@ -170,5 +229,6 @@ def test_agents_command_takes_the_stride_from_the_bundle(stride2_bundle, tmp_pat
                  "--epochs", "1", "--no-mlflow"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["params"]["stride"] == 2
-    assert m["labelled_pool"] == 1 * (12 + 1 - 2)  # one training episode, transitions t -> t + 2 inside it
+    # one training episode, transitions t -> t + 2 at the expert's decisions t = 0, 2, .., 10
+    assert m["labelled_pool"] == 1 * 6
     assert "one model step = 2 simulator steps" in (out / "report.md").read_text()
