@@ -40,9 +40,9 @@ def make_bundle(preset_name: str, out: Path) -> Path:
     """A random-weight bundle through the runtime's export (checkpoint -> export_bundle)."""
     import torch
 
+    from genie_robot.artifacts import checkpoints
     from genie_robot.models import Genie, preset
     from genie_robot.runtime.export import export_bundle
-    from training import checkpoints
 
     if (out / "bundle" / "manifest.json").exists():
         return out / "bundle"

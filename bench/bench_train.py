@@ -123,9 +123,9 @@ def preset_steps(stage: str, steps: int, batch: int) -> dict:
     import numpy as np
     import torch
 
+    from genie_robot.artifacts import checkpoints as ckpt_io
     from genie_robot.data.store import Episode, StoreWriter
     from genie_robot.models.configs import preset
-    from training import checkpoints as ckpt_io
     from training.configs import TrainConfig
     from training.train import train
 

@@ -21,8 +21,8 @@ TOOLS = ("Xvfb", "xdotool", "xwd")
 def _checkpoint(run_dir):
     import torch
 
+    from genie_robot.artifacts import checkpoints as ckpt_io
     from genie_robot.models import Genie, preset
-    from training import checkpoints as ckpt_io
 
     torch.manual_seed(0)
     genie = Genie(preset("tiny"))

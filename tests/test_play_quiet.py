@@ -46,10 +46,10 @@ def display():
 def test_play_prints_no_qt_font_warnings(display, tmp_path):
     import torch
 
+    from genie_robot.artifacts import checkpoints
     from genie_robot.cli import main
     from genie_robot.data.preview import save_image
     from genie_robot.models import Genie, preset
-    from training import checkpoints
 
     torch.manual_seed(0)
     genie = Genie(preset("tiny"))

@@ -208,7 +208,7 @@ def _run_metrics(tracking_uri: str, run_id: str | None) -> dict[str, float]:
 
 def _train_stage(cfg_dict: dict, resume: bool, result_path: str) -> None:
     """Train one stage (in this process) and write {final, run_id, metrics, peak_rss_mb, ...} to result_path."""
-    from training import checkpoints as ckpt_io
+    from genie_robot.artifacts import checkpoints as ckpt_io
     from training.configs import TrainConfig
     from training.train import build_stage, seed_everything, train
 
@@ -343,8 +343,8 @@ def log_variant(tracking_uri: str, experiment: str, variant: Variant, result: di
     variant's overrides and the budget, metrics = the results, tags = the stage runs."""
     from mlflow.tracking import MlflowClient
 
+    from genie_robot.artifacts.tracking import Tracker
     from training.configs import flatten
-    from training.tracking import Tracker
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -439,7 +439,7 @@ def run_sweep(sweep: Sweep, *, stores: list[str], out: Path, tracking_uri: str, 
 def source_commit() -> str:
     """The code's commit: $GENIE_SOURCE_COMMIT when the sweep runs from an exported copy of the tree
     (so that edits to a shared checkout during a long sweep cannot change the code halfway)."""
-    from training.tracking import git_commit
+    from genie_robot.artifacts.tracking import git_commit
 
     return os.environ.get("GENIE_SOURCE_COMMIT") or git_commit()
 

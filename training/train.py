@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from training import checkpoints as ckpt_io
+from genie_robot.artifacts import checkpoints as ckpt_io
 from training.configs import TrainConfig, apply_model_overrides, flatten, load_config, resume_changes
 
 # ------------------------------------------------------------------------------------------------
@@ -601,8 +601,8 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
     """
     from tqdm import tqdm
 
+    from genie_robot.artifacts.tracking import NullTracker, system_info
     from genie_robot.device import autocast, autocast_dtype
-    from training.tracking import NullTracker, system_info
 
     malloc_mode = tune_cpu_allocator()
     info, device = setup_distributed(cfg.device)
@@ -840,7 +840,7 @@ def _find_resume(run_dir: Path, resume: str | bool | None) -> Path | None:
 def _open_tracker(cfg: TrainConfig, stage: Stage, run_id: str | None):
     from mlflow.exceptions import MlflowException
 
-    from training.tracking import Tracker
+    from genie_robot.artifacts.tracking import Tracker
 
     kwargs = dict(experiment=cfg.experiment, run_name=cfg.run_name or f"{stage.name}-{cfg.preset}",
                   tracking_uri=cfg.tracking_uri, tags={"stage": stage.name, "run_dir": str(cfg.resolved_run_dir)})

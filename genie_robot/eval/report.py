@@ -7,8 +7,8 @@ The report folder holds report.md (metric table, pictures), metrics.json, and th
 recon.png (tokenizer reconstructions), latent_actions.png (same start frames, one column per latent
 action, `--depth` steps of it), latent_action_steps.png (the same, every step), rollouts.gif and
 rollouts.png (real | inferred actions | random actions), delta_psnr.png (PSNR and ΔPSNR over t),
-code_usage.png. Everything is logged to MLflow (training/tracking.py) as one run with the folder under
-the artifact path `report/`.
+code_usage.png. Everything is logged to MLflow (genie_robot/artifacts/tracking.py) as one run with
+the folder under the artifact path `report/`.
 
 Clips: one per episode of the split (the training run's `val_fraction`), the first `--frames` frames
 (default: the LAM's context), episodes too short are skipped. Latent actions for usage / NMI are
@@ -41,9 +41,9 @@ def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True,
     the checkpoints hold them and `ema`. Returns (genie, dynamics checkpoint config dict)."""
     import torch
 
+    from genie_robot.artifacts import checkpoints as ckpt_io
     from genie_robot.models.configs import GenieConfig
     from genie_robot.models.genie import Genie
-    from training import checkpoints as ckpt_io
 
     try:
         weights, config = ckpt_io.load_weights(dynamics, ema=ema)
@@ -507,9 +507,9 @@ def _mlflow_metrics(results: dict) -> dict[str, float]:
 def run_cli(args: argparse.Namespace) -> int:
     import torch
 
+    from genie_robot.artifacts.tracking import log_report_run
     from genie_robot.data.store import StoreError
     from genie_robot.device import configure_cpu_threads, pick_device
-    from training.tracking import log_report_run
 
     try:
         device = pick_device(args.device)

@@ -27,7 +27,8 @@ distance, means with 95% bootstrap intervals over episodes).
 
 The folder --out gets report.md, metrics.json, grid.png (start | goal | planner | random | LAM end
 frames, one row per episode), rollouts.gif and rollouts.png (real video | planner | LAM imagined, over
-time); the same go to MLflow (training/tracking.py) as one run, artifacts under `plan_eval/`.
+time); the same go to MLflow (genie_robot/artifacts/tracking.py) as one run, artifacts under
+`plan_eval/`.
 """
 
 from __future__ import annotations
@@ -242,8 +243,8 @@ def flat_metrics(summary: dict) -> dict[str, float]:
 
 def log_to_mlflow(experiment: str, tracking_uri: str | None, run_name: str, params: dict, metrics: dict,
                   out: Path, artifact_dir: str) -> str:
-    """One MLflow run through training/tracking.py: params, metrics (step 0), every file in `out`."""
-    from training.tracking import log_report_run
+    """One MLflow run through genie_robot/artifacts/tracking.py: params, metrics (step 0), every file in `out`."""
+    from genie_robot.artifacts.tracking import log_report_run
 
     return log_report_run(experiment=experiment, tracking_uri=tracking_uri, run_name=run_name, params=params,
                           metrics=metrics, out=out, artifact_dir=artifact_dir)

@@ -116,8 +116,8 @@ def test_eval_names_the_damaged_chunk_it_reads(tiny_store, tmp_path, capsys):
     """`eval` reads frames through the same checked path: exit 2, one line naming the chunk."""
     import torch
 
+    from genie_robot.artifacts import checkpoints
     from genie_robot.models import Genie, preset
-    from training import checkpoints
 
     torch.manual_seed(0)
     genie = Genie(preset("tiny"))

@@ -15,9 +15,9 @@ def export_tiny(root, onnx: bool, seed: int = 0, frame_stride: int | None = None
     (recorded in the manifest by the export), None = a config without the key, as before strides."""
     import torch
 
+    from genie_robot.artifacts import checkpoints
     from genie_robot.models import Genie, preset
     from genie_robot.runtime.export import export_bundle
-    from training import checkpoints
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -40,9 +40,9 @@ def _one_torch_thread():
 def _export_tiny(root, onnx: bool) -> str:
     import torch
 
+    from genie_robot.artifacts import checkpoints
     from genie_robot.models import Genie, preset
     from genie_robot.runtime.export import export_bundle
-    from training import checkpoints
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # session fixtures run before the autouse one; the export is slow oversubscribed

@@ -10,8 +10,8 @@ import torch
 
 
 def make_checkpoint(run_dir, seed: int = 0, preset_name: str = "tiny", run_id: str | None = None):
+    from genie_robot.artifacts import checkpoints as ckpt_io
     from genie_robot.models import Genie, preset
-    from training import checkpoints as ckpt_io
 
     torch.manual_seed(seed)
     genie = Genie(preset(preset_name))

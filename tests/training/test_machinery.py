@@ -16,7 +16,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_run  # noqa: E402
 
-from training import checkpoints as ckpt_io  # noqa: E402
+from genie_robot.artifacts import checkpoints as ckpt_io  # noqa: E402
 from training.configs import TrainConfig, apply_model_overrides, flatten, load_config, parse_set  # noqa: E402
 from training.train import EMA, ConfigError, StreamSampler, lr_at, train  # noqa: E402
 

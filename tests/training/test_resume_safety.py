@@ -15,8 +15,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_run  # noqa: E402
 
+from genie_robot.artifacts import checkpoints as ckpt_io  # noqa: E402
 from genie_robot.cli import main as cli  # noqa: E402
-from training import checkpoints as ckpt_io  # noqa: E402
 from training.train import ConfigError, train  # noqa: E402
 
 

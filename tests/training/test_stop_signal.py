@@ -25,7 +25,7 @@ def _ignore_sigint():  # what `cmd &` does to a job started from a non-interacti
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_after_the_step_with_a_checkpoint_at_that_step(tiny_store, tmp_path, sig):
-    from training import checkpoints as ckpt_io
+    from genie_robot.artifacts import checkpoints as ckpt_io
 
     store = tiny_store(4, length=12)
     args = [sys.executable, "-m", "genie_robot.cli", "train", "tokenizer", "--store", store, "--preset", "tiny",

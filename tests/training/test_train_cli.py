@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from genie_robot.artifacts import checkpoints as ckpt_io
 from genie_robot.cli import main as cli
-from training import checkpoints as ckpt_io
 from training.configs import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]

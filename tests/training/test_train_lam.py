@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from genie_robot.artifacts import checkpoints as ckpt_io
 from genie_robot.cli import main as cli
-from training import checkpoints as ckpt_io
 
 A = 4  # action dim of the store: xyz displacement + gripper, like the simulator's
 CONV = ["--set", "model.tokenizer.kind=conv", "--set", "model.tokenizer.channels=[8,8,16]",

@@ -1,0 +1,79 @@
+"""Import rules between the top-level packages, checked on the source (AST; nothing is imported).
+
+The library (`genie_robot/`) owns the formats that cross stages (`genie_robot/artifacts/`:
+checkpoints, tracking); `training/` uses the library, never the reverse. The ROS nodes
+(`ros_nodes/`) run the library's runtime and never import the trainer either.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RULES = {
+    "genie_robot": ("training", "the library (genie_robot/) never imports training/: training uses the library, "
+                                "the formats that cross stages live in genie_robot/artifacts/"),
+    "ros_nodes": ("training", "ros_nodes/ never imports training/: nodes use the library (genie_robot/) only"),
+}
+
+
+def _names(node: ast.AST) -> list[str]:
+    """The absolute module names an import statement imports ([] for anything else, and for relative
+    imports, which stay inside their own package)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        return [node.module]
+    return []
+
+
+def forbidden_imports(source: str, forbidden: str, filename: str = "<source>") -> list[tuple[int, str]]:
+    """(line, statement) of every import of package `forbidden` or a submodule of it, anywhere in the
+    file: top level, inside functions, classes, `if TYPE_CHECKING:` or `try:` blocks."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        for name in _names(node):
+            if name == forbidden or name.startswith(forbidden + "."):
+                found.append((node.lineno, ast.get_source_segment(source, node) or name))
+                break
+    return sorted(found)
+
+
+@pytest.mark.parametrize("package", sorted(RULES))
+def test_package_never_imports_a_forbidden_package(package):
+    forbidden, rule = RULES[package]
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"no .py files under {package}/"
+    problems = []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        for line, statement in forbidden_imports(path.read_text(encoding="utf-8"), forbidden, rel):
+            problems.append(f"{rel}:{line}: `{statement}` breaks the rule: {rule}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def test_the_check_finds_every_form_of_import():
+    source = "\n".join([
+        "import training",                                 # 1
+        "import os, training.train as t",                  # 2
+        "from training import checkpoints",                # 3
+        "from training.configs import TrainConfig",        # 4
+        "def f():",
+        "    from training.tracking import Tracker",       # 6
+        "class C:",
+        "    def g(self):",
+        "        import training.ablate",                  # 9
+        "if TYPE_CHECKING:",
+        "    from training.train import Stage",            # 11
+        "import training_extras",                          # not the package
+        "from trainingx import y",                         # not the package
+        "from .training import z",                         # relative: inside its own package
+        "from genie_robot.artifacts import checkpoints",   # the library's own module
+        "x = 'import training'",                           # a string, not an import
+    ])
+    assert [line for line, _ in forbidden_imports(source, "training")] == [1, 2, 3, 4, 6, 9, 11]
