@@ -1,19 +1,24 @@
 """The one place that picks where things run: torch device, autocast dtype, ONNX execution providers.
 
 Everything else asks here, so that a GPU is used automatically when present and CPU-only machines
-need no flags.
+need no flags. torch is imported by the functions that use it: the onnxruntime runtime asks here for
+its providers and must run where torch is not installed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested` is "cuda", "cuda:1", "cpu" or None/"auto" (CUDA when available, else CPU)."""
+    import torch
+
     if requested in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
@@ -28,6 +33,8 @@ def pick_device(requested: str | None = None) -> torch.device:
 def native_bf16(device: torch.device) -> bool:
     """Does `device` multiply bf16 matrices in hardware? CUDA GPUs with bf16; CPUs with AVX512-BF16 or
     AMX (where bf16 matmuls run 3-5x faster than fp32: 377 vs 64 GFLOP/s on one EPYC core)."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
@@ -38,6 +45,8 @@ def native_bf16(device: torch.device) -> bool:
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for training on `device`: bf16 for "bf16", or for "auto" where the device
     multiplies bf16 natively; None (plain fp32) for "fp32" or elsewhere."""
+    import torch
+
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     if precision == "bf16" or (precision == "auto" and native_bf16(device)):
@@ -49,6 +58,8 @@ def autocast(device: torch.device, precision: str = "auto"):
     """Context manager: bf16 autocast per `autocast_dtype`, else a no-op. Under it the matmuls run in
     bf16 while norms, softmax and losses stay fp32; on CPU the attention kernel stays fp32 too
     (st_transformer.attention: bf16 flash attention's backward is slower there than fp32)."""
+    import torch
+
     dtype = autocast_dtype(device, precision)
     if dtype is None:
         return contextlib.nullcontext()
@@ -85,6 +96,8 @@ def onnx_providers(requested: str | list[str] | None = None) -> list[str]:
 
 def configure_cpu_threads(num_threads: int | None = None) -> int:
     """Use every core for intra-op work unless told otherwise (torch defaults can undercount in containers)."""
+    import torch
+
     n = num_threads or int(os.environ.get("GENIE_NUM_THREADS", "0")) or (os.cpu_count() or 1)
     torch.set_num_threads(n)
     return n

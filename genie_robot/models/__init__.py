@@ -1,28 +1,25 @@
 """Genie's models: one ST-Transformer (st_transformer.py) reused by the video tokenizer, the latent
-action model and the MaskGIT dynamics model; sampling in maskgit.py; the composition in genie.py;
-configs and presets (tiny / cpu / paper) in configs.py."""
+action model and the MaskGIT dynamics model; MaskGIT sampling in sampling.py (numpy: the schedule and
+reveal rule the runtime runs) and maskgit.py (torch, over the model's own cache); the composition in
+genie.py; configs and presets (tiny / cpu / paper) in configs.py."""
 
-from .configs import (
-    DynamicsConfig,
-    GenieConfig,
-    LatentActionConfig,
-    QuantizerConfig,
-    TokenizerConfig,
-    TransformerConfig,
-    link_dynamics,
-    model_cost,
-    preset,
-)
-from .dynamics import DynamicsModel
-from .genie import Genie, Rollout
-from .latent_actions import LatentActionModel
-from .maskgit import Context, generate_next
-from .quantizer import VectorQuantizer
-from .st_transformer import STTransformer
-from .tokenizer import VideoTokenizer
+from __future__ import annotations
 
-__all__ = [
-    "TransformerConfig", "QuantizerConfig", "TokenizerConfig", "LatentActionConfig", "DynamicsConfig",
-    "GenieConfig", "link_dynamics", "preset", "model_cost", "STTransformer", "VectorQuantizer",
-    "VideoTokenizer", "LatentActionModel", "DynamicsModel", "Genie", "Rollout", "Context", "generate_next",
-]
+import importlib
+
+# name -> module, imported on first use (PEP 562) so that `genie_robot.models.configs` (what a bundle's
+# config.json needs) does not import torch: the onnxruntime runtime reads configs without it
+_EXPORTS = {
+    **dict.fromkeys(["DynamicsConfig", "GenieConfig", "LatentActionConfig", "QuantizerConfig", "TokenizerConfig",
+                     "TransformerConfig", "link_dynamics", "model_cost", "preset"], "configs"),
+    "DynamicsModel": "dynamics", "Genie": "genie", "Rollout": "genie", "LatentActionModel": "latent_actions",
+    "Context": "maskgit", "generate_next": "maskgit", "VectorQuantizer": "quantizer", "STTransformer": "st_transformer",
+    "VideoTokenizer": "tokenizer",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

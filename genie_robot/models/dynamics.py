@@ -100,17 +100,15 @@ class DynamicsModel(nn.Module):
     # ------------------------------------------------------------------ inference with the cache
 
     def init_cache(self, batch: int) -> tuple[Tensor, Tensor]:
-        """(kv, pos): empty KV cache (L, 2, batch*N, heads, context, head_dim) and pos = 0."""
+        """(kv, pos): empty KV cache (L, 2, batch, N, heads, context, head_dim) and pos = 0."""
         kv = self.transformer.init_cache(batch)
         return kv, torch.zeros((), dtype=torch.long, device=kv.device)
 
-    def step(self, tokens_BN: Tensor, action_B: Tensor, kv: Tensor, pos: Tensor | int,
-             inplace: bool = True) -> tuple[Tensor, Tensor]:
-        """Frame `pos` (tokens may hold mask_id; `action_B` produced it, -1 = none) -> (logits_BNV, kv).
-
-        Writes this frame's K/V into the cache (slot pos % context); past frames are read, not
-        recomputed. The export engineer's ONNX graph is this function with inplace=False.
-        """
+    def step(self, tokens_BN: Tensor, action_B: Tensor, kv: Tensor | list[Tensor], pos: Tensor | int
+             ) -> tuple[Tensor, Tensor]:
+        """Frame `pos` (tokens may hold mask_id; `action_B` produced it, -1 = none) against the read-only
+        cache -> (logits_BNV, new_kv): past frames are read, not recomputed; `self.transformer.write`
+        puts new_kv into the cache once the frame is final. The runtime's dynamics_step graph."""
         x_BNM = self.token_embed(tokens_BN) + self.embed_actions(action_B)[:, None, :]
-        y_BNM, kv = self.transformer.step(x_BNM, kv, pos, inplace=inplace)
-        return self.head(y_BNM), kv
+        y_BNM, new_kv = self.transformer.step(x_BNM, kv, pos)
+        return self.head(y_BNM), new_kv

@@ -70,18 +70,6 @@ class LatentActionModel(nn.Module):
         self.to_pixels = nn.Linear(dec.width, P)
         self.apply(init_weights)
 
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in ("patch_embed", "dec_patch_embed"):  # what the runtime's lam_encoder graph reads
-                raise NotImplementedError(
-                    f"this latent action model reads tokenizer tokens (input={self.cfg.input!r}): the runtime's "
-                    "ONNX lam_encoder graph and export support only input='pixels'; use the torch model "
-                    "(LatentActionModel.infer_actions, genie.Rollout)"
-                ) from None
-            raise
-
     def attach_tokenizer(self, tokenizer: nn.Module) -> None:
         """input="tokens": the (frozen) tokenizer whose `encode` gives the tokens when a caller passes
         frames only. Kept outside the module tree: its weights belong to the tokenizer, not the LAM."""

@@ -17,36 +17,24 @@ Shapes: B batch, T frames, N tokens per frame, V vocabulary.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .dynamics import DynamicsModel
+from .sampling import cosine_schedule
 
 
 @dataclass
 class Context:
     """Rollout state, plain tensors. `kv` is updated in place by generate_next/append: clone() to branch."""
 
-    kv: Tensor  # (L, 2, B*N, heads, context, head_dim)
+    kv: Tensor  # (L, 2, B, N, heads, context, head_dim)
     pos: Tensor  # () int64, absolute index of the next frame
 
     def clone(self) -> "Context":
         return Context(self.kv.clone(), self.pos.clone())
-
-
-def cosine_schedule(steps: int, num_tokens: int) -> list[int]:
-    """Tokens still masked after each of the `steps` passes: N*cos(pi/2 * s/steps), >= 1 fewer per pass, ending at 0."""
-    if steps < 1:
-        raise ValueError(f"MaskGIT needs at least 1 step, got {steps}")
-    left, out = num_tokens, []
-    for s in range(1, steps + 1):
-        target = math.floor(num_tokens * math.cos(math.pi / 2 * s / steps))
-        left = max(0, min(left - 1, target)) if s < steps else 0
-        out.append(left)
-    return out
 
 
 @torch.no_grad()
@@ -69,7 +57,8 @@ def start(dynamics: DynamicsModel, tokens_BTN: Tensor, actions_BT1: Tensor | Non
 @torch.no_grad()
 def append(dynamics: DynamicsModel, ctx: Context, tokens_BN: Tensor, action_B: Tensor) -> Context:
     """Write a known frame (produced by `action_B`) into the cache and advance."""
-    dynamics.step(tokens_BN, action_B, ctx.kv, ctx.pos)
+    _, new_kv = dynamics.step(tokens_BN, action_B, ctx.kv, ctx.pos)
+    dynamics.transformer.write(ctx.kv, new_kv, ctx.pos)
     return Context(ctx.kv, ctx.pos + 1)
 
 
@@ -89,12 +78,12 @@ def generate_next(dynamics: DynamicsModel, ctx: Context, action_B: Tensor, *, st
     temperature = cfg.temperature if temperature is None else temperature
     order = cfg.order if order is None else order
     guidance = getattr(cfg, "guidance", 1.0) if guidance is None else guidance
-    B, N = ctx.kv.shape[2] // cfg.num_tokens, cfg.num_tokens
+    B, N = ctx.kv.shape[2], cfg.num_tokens
     tokens_BN = torch.full((B, N), dynamics.mask_id, dtype=torch.long, device=ctx.kv.device)
     masked_BN = torch.ones(B, N, dtype=torch.bool, device=ctx.kv.device)
     n_masked = N
     for left in cosine_schedule(steps, N):
-        if guidance != 1.0:  # the unconditional pass first: each pass rewrites this frame's cache slot
+        if guidance != 1.0:  # classifier-free guidance: the action-free pass
             uncond_BNV, _ = dynamics.step(tokens_BN, dynamics.no_action(action_B), ctx.kv, ctx.pos)
         logits_BNV, _ = dynamics.step(tokens_BN, action_B, ctx.kv, ctx.pos)
         if guidance != 1.0:

@@ -11,16 +11,20 @@ Temporal attention sees at most `window` frames (itself and window - 1 past ones
 are at most `window` long, where this is plain causal attention; longer sequences get a banded causal
 mask, which is exactly what the inference cache computes.
 
-Inference cache, plain tensors so that a single-frame step exports to ONNX with the cache as
-inputs/outputs:
-    kv:  (L, 2, B*N, heads, window, head_dim)  keys and values of the last `window` frames, per layer
-    pos: () int64                              absolute index of the frame being computed
-`step` for frame `pos` writes its K/V into ring slot `pos % window` (overwriting frame pos - window,
-which has just left the window) and attends to the slots `<= pos` (all of them once the window is
-full). Slot order is irrelevant: attention is permutation invariant over keys and each key already
-carries its frame's position. Calling `step` again with the same `pos` (MaskGIT refinement)
-overwrites the same slot, so the past stays fixed and only the new frame is recomputed. Memory is
-constant over arbitrarily long rollouts.
+Inference cache (`step`, the one cached step: the runtime's graphs, their ONNX export and the models'
+streaming methods all run it), plain tensors so that a single-frame step exports to ONNX with the
+cache as inputs:
+    kv:     (L, 2, B, N, H, C, Dh)  keys and values of the last C = `window` frames, per layer; `step`
+                                    takes it as per-layer views kv[l, 0], kv[l, 1] (B, N, H, C, Dh)
+    new_kv: (L, 2, B, N, H, Dh)     what `step` returns: the frame's own keys and values
+    pos:    () int64                absolute index of the frame being computed
+`step` computes frame `pos` against a read-only cache and returns its K/V; the caller writes them
+into ring slot `pos % window` (`write`) once the frame is final, overwriting frame pos - window, which
+has just left the window. Until then the slot still holds that old frame, so `step` attends to the
+slots j <= pos except pos % window, plus the frame itself. Slot order is irrelevant: attention is
+permutation invariant over keys and each key already carries its frame's position. MaskGIT refines a
+frame by calling `step` again with the same `pos`, never copying the cache (~300 MB at batch 64 for
+the `cpu` dynamics). Memory is constant over arbitrarily long rollouts.
 
 Why a periodic sinusoid for time: cached K/V keep the position they were computed with, so every
 frame of an unbounded rollout needs a position, and no position may be one the model never saw. All
@@ -36,10 +40,10 @@ that key set:
     "spatial" (ViT)  the tokens of its own frame again: no information crosses frames (FrameBlock)
     "full"    (C-ViViT) every token of this and earlier frames, causal by frame (FrameBlock)
 The variants stream with `step` too (a ViT needs no cache; C-ViViT reads all N tokens of each cached
-frame, in the same cache tensor). The runtime's ONNX step graphs implement only "st".
+frame, in the same cache tensor).
 
 Shapes: B batch, T frames, N tokens per frame, M width, S = B*N (or B*T) attention sequences,
-H heads, C = window (cache slots), Dh head dim.
+H heads, C = window (cache slots), Dh head dim, L layers.
 """
 
 from __future__ import annotations
@@ -118,21 +122,27 @@ class STBlock(nn.Module):
         x = x_SLM.view(B, N, T, M).transpose(1, 2)
         return x + self.ffn(self.norm_f(x))
 
-    def step(self, x_BNM: Tensor, kv_2SHCD: Tensor, slot: Tensor, valid_111C: Tensor,
-             inplace: bool) -> tuple[Tensor, Tensor]:
-        """One frame; writes its K/V into `slot` of this layer's cache and attends over the cache."""
+    def step(self, x_BNM: Tensor, keys_BNHCD: Tensor, values_BNHCD: Tensor, bias_111C: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor]:
+        """One frame against this layer's read-only cache (`STTransformer.step`) -> (x_BNM, this frame's
+        keys and values (B*N, H, Dh) each)."""
         B, N, M = x_BNM.shape
+        H = self.temporal.heads
+        Dh, C = M // H, keys_BNHCD.shape[3]
+        dtype = x_BNM.dtype
         x = x_BNM + self.spatial(self.norm_s(x_BNM))
-        q, k, v = self.temporal.project(self.norm_t(x).reshape(B * N, 1, M))
-        new_2SH1D = torch.stack((k, v)).to(kv_2SHCD.dtype)
-        if inplace:  # eager inference: no copy of the cache per step
-            kv_2SHCD = kv_2SHCD.index_copy_(3, slot, new_2SH1D)
-        else:  # functional, for tracing / ONNX export with the cache as input and output
-            kv_2SHCD = kv_2SHCD.index_copy(3, slot, new_2SH1D)
-        keys, values = kv_2SHCD[0].to(q.dtype), kv_2SHCD[1].to(q.dtype)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=valid_111C)
-        x = x + self.temporal.merge(y).view(B, N, M)
-        return x + self.ffn(self.norm_f(x)), kv_2SHCD
+        q, k, v = self.temporal.project(self.norm_t(x).reshape(B * N, 1, M))  # (S, H, 1, Dh)
+        keys_SHCD = keys_BNHCD.reshape(B * N, H, C, Dh).to(dtype)
+        values_SHCD = values_BNHCD.reshape(B * N, H, C, Dh).to(dtype)
+        # softmax over [cache slots, this frame] without concatenating the cache (no copy of it);
+        # plain matmuls: onnxruntime runs them (transposed operand fused) far faster than Einsum
+        scale = Dh ** -0.5
+        s_cache = torch.matmul(q, keys_SHCD.transpose(-1, -2)) * scale + bias_111C  # (S, H, 1, C)
+        s_self = (q * k).sum(-1, keepdim=True) * scale  # (S, H, 1, 1)
+        s = torch.cat([s_cache, s_self], dim=-1).softmax(dim=-1)
+        y_SH1D = torch.matmul(s[..., :C], values_SHCD) + s[..., C:] * v
+        x = x + self.temporal.merge(y_SH1D).view(B, N, M)
+        return x + self.ffn(self.norm_f(x)), k[:, :, 0], v[:, :, 0]
 
 
 class FrameBlock(nn.Module):
@@ -152,19 +162,6 @@ class FrameBlock(nn.Module):
         self.norm_f = nn.LayerNorm(M)
         self.ffn = nn.Sequential(nn.Linear(M, c.ffn_width), nn.GELU(), nn.Linear(c.ffn_width, M))
 
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in ("temporal", "norm_t"):  # what the runtime's cached step (genie_robot/runtime) reads
-                raise NotImplementedError(
-                    f"this tokenizer uses attention={self.attention!r} "
-                    f"({'ViT' if self.attention == 'spatial' else 'C-ViViT'}): the runtime's KV-cached step "
-                    "graphs and ONNX export support only the ST-ViViT tokenizer (attention='st'); run this "
-                    "variant with the torch modules (VideoTokenizer.encode_step/decode_step, genie.Rollout)"
-                ) from None
-            raise
-
     def forward(self, x_BTNM: Tensor, mask_LL: Tensor | None) -> Tensor:
         """`mask_LL`: (T*N, T*N) bool for "full" (see STTransformer.forward), unused for "spatial"."""
         B, T, N, M = x_BTNM.shape
@@ -175,30 +172,29 @@ class FrameBlock(nn.Module):
             x = x + self.attn_2(self.norm_2(x).reshape(B, T * N, M), mask=mask_LL).view(B, T, N, M)
         return x + self.ffn(self.norm_f(x))
 
-    def step(self, x_BNM: Tensor, kv_2SHCD: Tensor, slot: Tensor, valid_111C: Tensor,
-             inplace: bool) -> tuple[Tensor, Tensor]:
-        """One frame. "spatial" ignores the cache; "full" keeps the K/V of all N tokens per frame in the
-        same (2, B*N, H, C, Dh) layout as STBlock and attends over all N*C of them."""
+    def step(self, x_BNM: Tensor, keys_BNHCD: Tensor, values_BNHCD: Tensor, bias_111C: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor]:
+        """One frame, as STBlock.step. "spatial" ignores the cache (and returns zero K/V); "full" keeps the
+        K/V of all N tokens per frame in the same (B, N, H, C, Dh) layout and attends over all N*C of
+        them plus its own frame's N."""
         B, N, M = x_BNM.shape
         x = x_BNM + self.spatial(self.norm_s(x_BNM))
         if self.attention == "spatial":
             x = x + self.attn_2(self.norm_2(x))
-            return x + self.ffn(self.norm_f(x)), kv_2SHCD
-        q_BHND, k, v = self.attn_2.project(self.norm_2(x))  # each (B, H, N, Dh)
-        H, Dh = q_BHND.shape[1], q_BHND.shape[3]
-        new_2SH1D = torch.stack((k, v)).transpose(2, 3).reshape(2, B * N, H, 1, Dh).to(kv_2SHCD.dtype)
-        if inplace:
-            kv_2SHCD = kv_2SHCD.index_copy_(3, slot, new_2SH1D)
-        else:
-            kv_2SHCD = kv_2SHCD.index_copy(3, slot, new_2SH1D)
-        C = kv_2SHCD.shape[3]
-        # (2, B*N, H, C, Dh) -> (2, B, H, C*N, Dh): key (c, n) is token n of the frame in slot c
-        kv_2BHLD = kv_2SHCD.view(2, B, N, H, C, Dh).permute(0, 1, 3, 4, 2, 5).reshape(2, B, H, C * N, Dh)
-        valid_111L = valid_111C[..., None].expand(1, 1, 1, C, N).reshape(1, 1, 1, C * N)
-        y = F.scaled_dot_product_attention(q_BHND, kv_2BHLD[0].to(q_BHND.dtype), kv_2BHLD[1].to(q_BHND.dtype),
-                                           attn_mask=valid_111L)
+            zeros = keys_BNHCD.new_zeros(B * N, *keys_BNHCD.shape[2:3], keys_BNHCD.shape[4])
+            return x + self.ffn(self.norm_f(x)), zeros, zeros
+        q_BHND, k_BHND, v_BHND = self.attn_2.project(self.norm_2(x))
+        H, C, Dh = q_BHND.shape[1], keys_BNHCD.shape[3], q_BHND.shape[3]
+        # cached key (c, n) is token n of the frame in slot c; then the frame's own N tokens
+        keys = keys_BNHCD.permute(0, 2, 3, 1, 4).reshape(B, H, C * N, Dh).to(q_BHND.dtype)
+        values = values_BNHCD.permute(0, 2, 3, 1, 4).reshape(B, H, C * N, Dh).to(q_BHND.dtype)
+        bias_111L = torch.cat([bias_111C[..., None].expand(1, 1, 1, C, N).reshape(1, 1, 1, C * N),
+                               bias_111C.new_zeros(1, 1, 1, N)], dim=-1)
+        y = F.scaled_dot_product_attention(q_BHND, torch.cat([keys, k_BHND], 2), torch.cat([values, v_BHND], 2),
+                                           attn_mask=bias_111L)
         x = x + self.attn_2.merge(y)
-        return x + self.ffn(self.norm_f(x)), kv_2SHCD
+        new_k, new_v = (t.transpose(1, 2).reshape(B * N, H, Dh) for t in (k_BHND, v_BHND))
+        return x + self.ffn(self.norm_f(x)), new_k, new_v
 
 
 class STTransformer(nn.Module):
@@ -257,32 +253,40 @@ class STTransformer(nn.Module):
     # ------------------------------------------------------------------ inference with the cache
 
     def init_cache(self, batch: int, device=None, dtype=None) -> Tensor:
-        """Zeroed kv of shape (L, 2, batch*N, heads, window, head_dim)."""
+        """Zeroed kv of shape (L, 2, batch, N, heads, window, head_dim)."""
         p = self.spatial_pos
         c = self.cfg
-        return torch.zeros(c.depth, 2, batch * self.num_tokens, c.heads, self.window, c.width // c.heads,
+        return torch.zeros(c.depth, 2, batch, self.num_tokens, c.heads, self.window, c.width // c.heads,
                            device=device or p.device, dtype=dtype or p.dtype)
 
-    def step(self, x_BNM: Tensor, kv: Tensor, pos: Tensor | int, inplace: bool = True) -> tuple[Tensor, Tensor]:
-        """One frame at absolute index `pos`: returns (y_BNM, kv) with this frame's K/V in slot pos % window.
+    def step(self, x_BNM: Tensor, kv: Tensor | list[Tensor], pos: Tensor | int) -> tuple[Tensor, Tensor]:
+        """One frame at absolute index `pos` against the read-only cache -> (y_BNM after the final norm,
+        new_kv (L, 2, B, N, H, Dh): this frame's keys and values, for `write`).
 
-        With `inplace=True` the given `kv` is updated in place (and returned); with False a new
-        tensor is returned and `kv` is untouched (for export). Equals `forward` on the whole
-        sequence (banded to `window`) at frame `pos`, given the K/V of the frames before it.
-        """
-        device = x_BNM.device
-        pos = torch.as_tensor(pos, dtype=torch.long, device=device)
-        slot = (pos % self.window).reshape(1)
-        valid_111C = (torch.arange(self.window, device=device) <= pos).view(1, 1, 1, self.window)
+        `kv`: the cache (L, 2, B, N, H, C, Dh), or its per-layer views [k0, v0, k1, v1, ...] (the
+        exported graphs take them as separate inputs). Equals `forward` on the whole sequence (banded
+        to `window`) at frame `pos`, given the K/V of the frames before it."""
+        if isinstance(kv, Tensor):
+            kv = list(kv.flatten(0, 1).unbind(0))
+        B, N, M = x_BNM.shape
+        C, H = self.window, self.cfg.heads
+        pos = torch.as_tensor(pos, dtype=torch.long, device=x_BNM.device)
         dtype = self.spatial_pos.dtype
         x = x_BNM.to(dtype) + self.spatial_pos + self.time_embedding(pos).to(dtype)
-        layers = []
+        slots = torch.arange(C, device=x.device)
+        valid_C = (slots <= pos) & (slots != pos % C)
+        bias_111C = torch.zeros(C, dtype=dtype, device=x.device).masked_fill(~valid_C, float("-inf")).view(1, 1, 1, C)
+        news = []
         for l, block in enumerate(self.blocks):
-            x, kv_l = block.step(x, kv[l], slot, valid_111C, inplace)
-            layers.append(kv_l)
-        if not inplace:
-            kv = torch.stack(layers)
-        return self.norm_out(x), kv
+            x, k, v = block.step(x, kv[2 * l], kv[2 * l + 1], bias_111C)
+            news.append(torch.stack((k, v)))  # (2, S, H, Dh)
+        new_kv = torch.stack(news).view(len(self.blocks), 2, B, N, H, M // H).to(kv[0].dtype)
+        return self.norm_out(x), new_kv
+
+    def write(self, kv: Tensor, new_kv: Tensor, pos: Tensor | int) -> Tensor:
+        """Write a final frame's new_kv (from `step`) into its ring slot pos % window of `kv`, in place."""
+        kv[:, :, :, :, :, int(pos) % self.window] = new_kv
+        return kv
 
 
 def _time_frequencies(n: int, period: int) -> Tensor:

@@ -132,12 +132,14 @@ class VideoTokenizer(nn.Module):
         """One new frame at absolute index `pos` -> (tokens_BN, kv). kv is updated in place."""
         check_frames(frames_BHW3[:, None], self.cfg.resolution, "VideoTokenizer.encode_step")
         x_BNP = patchify(to_float(frames_BHW3)[:, None], self.cfg.patch)[:, 0]
-        y_BNM, kv = self.encoder.step(self.patch_embed(x_BNP), kv, pos)
-        return self.vq.quantize(self.to_code(y_BNM)), kv
+        y_BNM, new_kv = self.encoder.step(self.patch_embed(x_BNP), kv, pos)
+        return self.vq.quantize(self.to_code(y_BNM)), self.encoder.write(kv, new_kv, pos)
 
     @torch.no_grad()
     def decode_step(self, tokens_BN: Tensor, kv: Tensor, pos: Tensor | int) -> tuple[Tensor, Tensor]:
-        """Tokens of one new frame at absolute index `pos` -> (uint8 frames (B, H, W, 3), kv)."""
-        y_BNM, kv = self.decoder.step(self.from_code(self.vq.embeddings()[tokens_BN]), kv, pos)
+        """Tokens of one new frame at absolute index `pos` -> (uint8 frames (B, H, W, 3), kv). kv is updated
+        in place."""
+        y_BNM, new_kv = self.decoder.step(self.from_code(self.vq.embeddings()[tokens_BN]), kv, pos)
         recon_BNP = self.to_pixels(y_BNM)
-        return to_uint8(unpatchify(recon_BNP[:, None], self.cfg.patch, self.cfg.grid)[:, 0]), kv
+        return to_uint8(unpatchify(recon_BNP[:, None], self.cfg.patch, self.cfg.grid)[:, 0]), \
+            self.decoder.write(kv, new_kv, pos)

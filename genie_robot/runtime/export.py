@@ -49,10 +49,10 @@ def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool =
 
     `sources`: {role: {"path", "step", "sha256": {file: hash}}} for the manifest.
     """
+    from genie_robot.artifacts import checkpoints as ckpt_io
     from genie_robot.models.configs import GenieConfig
     from genie_robot.models.genie import Genie
     from genie_robot.runtime.bundle import sha256
-    from training import checkpoints as ckpt_io
 
     def load(path, role, stage):
         try:
@@ -145,8 +145,8 @@ def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET, *, verbo
     verbose: show the exporter's own logging (see `quiet_exporter`)."""
     import torch
 
-    from genie_robot.runtime.onnx_backend import INPUTS
-    from genie_robot.runtime.torch_backend import cache_shapes, layer_views, step_modules
+    from genie_robot.runtime.graphs import INPUTS, cache_shapes
+    from genie_robot.runtime.torch_backend import layer_views, step_modules
 
     if opset < 18:
         raise ExportError(f"opset {opset} is too old: the dynamo exporter needs opset >= 18")
@@ -319,7 +319,7 @@ def log_to_mlflow(bundle_dir: str | Path, run_id: str, tracking_uri: str | None 
     import mlflow
     import onnx
 
-    from training.tracking import default_tracking_uri
+    from genie_robot.artifacts.tracking import default_tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
     d = Path(bundle_dir)

@@ -20,15 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from . import bundle
+from .graphs import INPUTS
 
 log = logging.getLogger(__name__)
 
-INPUTS = {
-    "tokenizer_encoder": ("frames", "kv", "pos"),
-    "tokenizer_decoder": ("tokens", "kv", "pos"),
-    "lam_encoder": ("frames", "kv", "pos"),
-    "dynamics_step": ("tokens", "action", "kv", "pos"),
-}
 
 
 def session_options(threads: int | None = None):

@@ -3,27 +3,14 @@
 The same modules are what `export.py` hands to `torch.onnx.export`, so the torch and onnxruntime
 backends compute the same function and the host code in `world_model.py` cannot tell them apart.
 
-Every graph processes ONE frame at absolute index `pos` against a read-only ring cache and returns
-that frame's new keys/values instead of writing them: the host writes them into ring slot
-`pos % C` only when the frame is final. That way the 25 MaskGIT passes over a frame never copy the
-cache (at batch 64 the `cpu` dynamics cache is ~300 MB), and the per-frame cost is constant.
-
-Cache layout (runtime's own, with the batch axis next to the tokens so that ONNX sees one dynamic
-batch axis). The host keeps one array per graph, and the graphs take its per-layer views as separate
-inputs (`k0, v0, k1, v1, ...`), so nothing slices or copies the cache inside the graph:
-    kv:     (L, 2, B, N, H, C, Dh)   keys/values of the last C frames, per layer (host)
-    kv[l, 0], kv[l, 1]: (B, N, H, C, Dh)  the graph inputs k<l>, v<l>
-    new_kv: (L, 2, B, N, H, Dh)      this frame's keys/values (graph output)
-    pos:    () int64
-Attention of frame `pos` over the cache: slots j <= pos except slot pos % C (it holds frame pos - C,
-which leaves the window as this one enters), plus the frame itself. That is exactly the key set of
-`STTransformer.step`, computed without writing (tested against it in tests/runtime).
-
-Graphs (inputs -> outputs):
-    tokenizer_encoder: frames_BHW3 uint8, kv..., pos -> tokens_BN int64, new_kv
-    tokenizer_decoder: tokens_BN int64, kv..., pos   -> frames_BHW3 uint8, new_kv
-    lam_encoder:       frames_BHW3 uint8, kv..., pos -> action_B int64 (labels frame pos-1 -> pos), new_kv
-    dynamics_step:     tokens_BN int64, action_B int64, kv..., pos -> logits_BNV float32, new_kv
+The graphs' contract with the host (names, inputs, cache layouts) is graphs.py. Each processes ONE frame
+at absolute index `pos` against a read-only ring cache and returns that frame's new keys/values instead
+of writing them: the host writes them into ring slot `pos % C` only when the frame is final. That way
+the MaskGIT passes over a frame never copy the cache (at batch 64 the `cpu` dynamics cache is ~300 MB),
+and the per-frame cost is constant. The host keeps one array per graph, and the graphs take its
+per-layer views as separate inputs (`k0, v0, k1, v1, ...`), so nothing slices or copies the cache
+inside the graph. Attention of frame `pos` over the cache: slots j <= pos except slot pos % C (it holds
+frame pos - C, which leaves the window as this one enters), plus the frame itself.
 
 Conv kinds (TokenizerConfig.kind / LatentActionConfig.kind == "conv") keep the same four graphs and the
 same cache protocol, with small caches that fit it (`cache_shapes`):
@@ -45,46 +32,12 @@ from torch import Tensor, nn
 from genie_robot.models.conv_latent_actions import ConvLatentActionModel
 from genie_robot.models.conv_tokenizer import ConvTokenizer
 from genie_robot.models.genie import Genie
-from genie_robot.models.st_transformer import STTransformer
 from genie_robot.models.tokenizer import patchify, to_float, to_uint8, unpatchify
-
-GRAPHS = ("tokenizer_encoder", "tokenizer_decoder", "lam_encoder", "dynamics_step")
 
 
 def layer_views(kv: Tensor) -> list[Tensor]:
     """(L, 2, B, N, H, C, Dh) -> [k0, v0, k1, v1, ...] views, each (B, N, H, C, Dh)."""
     return list(kv.flatten(0, 1).unbind(0))
-
-
-def cached_step(st: STTransformer, x_BNM: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
-    """One frame through `st` with a read-only ring cache (`layer_views`) -> (y_BNM after the final
-    norm, new_kv (L, 2, B, N, H, Dh))."""
-    B, N, M = x_BNM.shape
-    C, H = st.window, st.cfg.heads
-    Dh = M // H
-    dtype = st.spatial_pos.dtype
-    x = x_BNM.to(dtype) + st.spatial_pos + st.time_embedding(pos).to(dtype)
-    slots = torch.arange(C, device=x.device)
-    valid_C = (slots <= pos) & (slots != pos % C)
-    bias_111C = torch.zeros(C, dtype=dtype, device=x.device).masked_fill(~valid_C, float("-inf")).view(1, 1, 1, C)
-    scale = Dh ** -0.5
-    news = []
-    for l, block in enumerate(st.blocks):
-        x = x + block.spatial(block.norm_s(x))
-        q, k, v = block.temporal.project(block.norm_t(x).reshape(B * N, 1, M))  # (S, H, 1, Dh)
-        keys_SHCD = kv[2 * l].reshape(B * N, H, C, Dh).to(dtype)
-        values_SHCD = kv[2 * l + 1].reshape(B * N, H, C, Dh).to(dtype)
-        # softmax over [cache slots, this frame] without concatenating the cache (no copy of it);
-        # plain matmuls: onnxruntime runs them (transposed operand fused) far faster than Einsum
-        s_cache = torch.matmul(q, keys_SHCD.transpose(-1, -2)) * scale + bias_111C  # (S, H, 1, C)
-        s_self = (q * k).sum(-1, keepdim=True) * scale  # (S, H, 1, 1)
-        s = torch.cat([s_cache, s_self], dim=-1).softmax(dim=-1)
-        y_SH1D = torch.matmul(s[..., :C], values_SHCD) + s[..., C:] * v
-        x = x + block.temporal.merge(y_SH1D).view(B, N, M)
-        x = x + block.ffn(block.norm_f(x))
-        news.append(torch.stack((k[:, :, 0], v[:, :, 0])))  # (2, S, H, Dh)
-    new_kv = torch.stack(news).view(len(st.blocks), 2, B, N, H, Dh).to(kv[0].dtype)
-    return st.norm_out(x), new_kv
 
 
 def _no_cache(kv: list[Tensor]) -> Tensor:
@@ -150,7 +103,7 @@ class TokenizerEncoderStep(nn.Module):
 
     def forward(self, frames_BHW3: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
         x_BNP = patchify(to_float(frames_BHW3)[:, None], self.tok.cfg.patch)[:, 0]
-        y_BNM, new = cached_step(self.tok.encoder, self.tok.patch_embed(x_BNP), kv, pos)
+        y_BNM, new = self.tok.encoder.step(self.tok.patch_embed(x_BNP), kv, pos)
         return self.tok.vq.quantize(self.tok.to_code(y_BNM)), new
 
 
@@ -161,7 +114,7 @@ class TokenizerDecoderStep(nn.Module):
 
     def forward(self, tokens_BN: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
         tok = self.tok
-        y_BNM, new = cached_step(tok.decoder, tok.from_code(tok.vq.embeddings()[tokens_BN]), kv, pos)
+        y_BNM, new = tok.decoder.step(tok.from_code(tok.vq.embeddings()[tokens_BN]), kv, pos)
         frames = unpatchify(tok.to_pixels(y_BNM)[:, None], tok.cfg.patch, tok.cfg.grid)[:, 0]
         return to_uint8(frames), new
 
@@ -169,13 +122,18 @@ class TokenizerDecoderStep(nn.Module):
 class LamEncoderStep(nn.Module):
     def __init__(self, genie: Genie):
         super().__init__()
+        if genie.lam.cfg.input != "pixels":
+            raise NotImplementedError(
+                f"this latent action model reads tokenizer tokens (input={genie.lam.cfg.input!r}): the runtime's "
+                "lam_encoder graph and export support only input='pixels'; use the torch model "
+                "(LatentActionModel.infer_actions)")
         self.lam = genie.lam
 
     def forward(self, frames_BHW3: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
         lam = self.lam
         h_BNM = lam.patch_embed(patchify(to_float(frames_BHW3)[:, None], lam.cfg.patch)[:, 0])
         query_B1M = lam.action_query.to(h_BNM.dtype).expand(h_BNM.shape[0], 1, h_BNM.shape[2])
-        y_BNM, new = cached_step(lam.encoder, torch.cat([query_B1M, h_BNM], dim=1), kv, pos)
+        y_BNM, new = lam.encoder.step(torch.cat([query_B1M, h_BNM], dim=1), kv, pos)
         return lam.vq.quantize(lam.latent(y_BNM[:, 0])), new
 
 
@@ -185,10 +143,8 @@ class DynamicsStep(nn.Module):
         self.dyn = genie.dynamics
 
     def forward(self, tokens_BN: Tensor, action_B: Tensor, kv: list[Tensor], pos: Tensor) -> tuple[Tensor, Tensor]:
-        d = self.dyn
-        x_BNM = d.token_embed(tokens_BN) + d.embed_actions(action_B)[:, None, :]
-        y_BNM, new = cached_step(d.transformer, x_BNM, kv, pos)
-        return d.head(y_BNM).float(), new
+        logits_BNV, new = self.dyn.step(tokens_BN, action_B, kv, pos)
+        return logits_BNV.float(), new
 
 
 def step_modules(genie: Genie) -> dict[str, nn.Module]:
@@ -199,28 +155,6 @@ def step_modules(genie: Genie) -> dict[str, nn.Module]:
         "tokenizer_decoder": (ConvTokenizerDecoderStep if conv_tok else TokenizerDecoderStep)(genie).eval(),
         "lam_encoder": (ConvLamEncoderStep if conv_lam else LamEncoderStep)(genie).eval(),
         "dynamics_step": DynamicsStep(genie).eval(),
-    }
-
-
-def cache_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """Per-graph cache shape with the batch axis (index 2) set to 1: (L, 2, 1, N, H, C, Dh).
-    Conv kinds: the small caches described in the module docstring."""
-    t, a, d = cfg.tokenizer, cfg.lam, cfg.dynamics
-
-    def shape(c, n, window):
-        return (c.depth, 2, 1, n, c.heads, window, c.width // c.heads)
-
-    if t.kind == "conv":
-        tok_enc = tok_dec = (1, 2, 1, 1, 1, t.context, 1)
-    else:
-        tok_enc, tok_dec = shape(t.encoder, t.num_tokens, t.context), shape(t.decoder, t.num_tokens, t.context)
-    H, W = a.resolution
-    lam = (1, 2, 1, 1, 1, 1, H * W * 3) if a.kind == "conv" else shape(a.encoder, a.num_tokens + 1, a.context)
-    return {
-        "tokenizer_encoder": tok_enc,
-        "tokenizer_decoder": tok_dec,
-        "lam_encoder": lam,
-        "dynamics_step": shape(d.transformer, d.num_tokens, d.context),
     }
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from . import bundle
+from .graphs import cache_shapes
+from genie_robot.models.sampling import cosine_schedule, reveal
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,6 @@ class WorldState:
 class WorldModel:
     def __init__(self, cfg, backend, *, steps: int | None = None, temperature: float | None = None,
                  order: str | None = None, guidance: float | None = None, seed: int = 0):
-        from genie_robot.runtime.torch_backend import cache_shapes
-
         d = cfg.dynamics
         self.cfg, self.backend = cfg, backend
         self.steps = d.maskgit_steps if steps is None else int(steps)
@@ -316,8 +316,6 @@ def _pos(t: int) -> np.ndarray:
 
 def _check_onnx_shapes(be, cfg, d: Path) -> None:
     """The graphs' static dims must match the config (catches a config.json from another export)."""
-    from genie_robot.runtime.torch_backend import cache_shapes
-
     for graph, shape in cache_shapes(cfg).items():
         got = be.input_shapes(graph)["kv"]
         want = list(shape[:2]) + ["batch"] + list(shape[3:])
@@ -325,55 +323,3 @@ def _check_onnx_shapes(be, cfg, d: Path) -> None:
             raise bundle.BundleError(f"{d / (graph + '.onnx')} expects a cache of shape {got}, but {d / bundle.CONFIG} "
                                      f"implies {want}: graphs and config come from different models; re-export "
                                      f"with `{bundle.EXPORT_HINT.format(dir=d)}`")
-
-
-# ------------------------------------------------------------------- MaskGIT sampling (host, numpy)
-
-
-def cosine_schedule(steps: int, num_tokens: int) -> list[int]:
-    """Tokens still masked after each pass; the same numbers as maskgit.cosine_schedule.
-
-    A copy on purpose: the onnxruntime path must not import torch (genie_robot.models does), and
-    tests/runtime/test_world_model.py checks that both schedules agree."""
-    if steps < 1:
-        raise ValueError(f"MaskGIT needs at least 1 step, got {steps}")
-    left, out = num_tokens, []
-    for s in range(1, steps + 1):
-        target = math.floor(num_tokens * math.cos(math.pi / 2 * s / steps))
-        left = max(0, min(left - 1, target)) if s < steps else 0
-        out.append(left)
-    return out
-
-
-def reveal(logits_BNV: np.ndarray, tokens_BN: np.ndarray, masked_BN: np.ndarray, n_reveal: int,
-           temperature: float, order: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """maskgit._reveal in numpy: sample every position (inverse CDF at `temperature`, argmax at 0), then
-    fix `n_reveal` still-masked positions, chosen at random or by confidence."""
-    B, N, V = logits_BNV.shape
-    logits = logits_BNV.astype(np.float32, copy=False)
-    if temperature > 0:
-        z = logits / np.float32(temperature)
-        z -= z.max(-1, keepdims=True)
-        cdf_BNV = np.cumsum(np.exp(z), axis=-1)
-        u_BN1 = rng.random((B, N, 1), dtype=np.float32) * cdf_BNV[..., -1:]
-        sampled_BN = np.minimum((cdf_BNV < u_BN1).sum(-1), V - 1)
-        probs = None if order == "random" else np.take_along_axis(np.diff(cdf_BNV, axis=-1, prepend=0), sampled_BN[..., None], -1)[..., 0] / cdf_BNV[..., -1]
-    else:
-        sampled_BN = logits.argmax(-1)
-        if order != "random":
-            z = logits - logits.max(-1, keepdims=True)
-            probs = 1.0 / np.exp(z).sum(-1)  # softmax at the argmax
-    if order == "random":
-        score_BN = rng.random((B, N), dtype=np.float32)
-    elif order == "confidence":
-        score_BN = probs.astype(np.float32)
-    else:
-        raise ValueError(f"unknown MaskGIT order {order!r}: use 'random' or 'confidence'")
-    score_BN = np.where(masked_BN, score_BN, np.float32(-1.0))
-    idx_BK = np.argsort(-score_BN, axis=1, kind="stable")[:, :n_reveal]
-    rows = np.arange(B)[:, None]
-    tokens_BN = tokens_BN.copy()
-    masked_BN = masked_BN.copy()
-    tokens_BN[rows, idx_BK] = sampled_BN[rows, idx_BK]
-    masked_BN[rows, idx_BK] = False
-    return tokens_BN, masked_BN

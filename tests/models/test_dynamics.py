@@ -73,7 +73,8 @@ def test_cached_step_equals_full_forward(cfg, dyn, T):
     kv, pos = dyn.init_cache(2)
     none = torch.full((2,), -1)
     for t in range(T):
-        logits, _ = dyn.step(tokens[:, t], actions[:, t - 1] if t else none, kv, pos + t)
+        logits, new = dyn.step(tokens[:, t], actions[:, t - 1] if t else none, kv, pos + t)
+        dyn.transformer.write(kv, new, t)
         torch.testing.assert_close(logits, full[:, t], rtol=1e-5, atol=1e-5)
 
 

@@ -79,7 +79,8 @@ def test_cached_step_with_vectors_equals_full_forward(gt_dyn):
     kv, pos = gt_dyn.init_cache(2)
     for t in range(5):
         action = vecs[:, t - 1] if t else torch.full((2, A), float("nan"))
-        logits, _ = gt_dyn.step(tokens[:, t], action, kv, pos + t)
+        logits, new = gt_dyn.step(tokens[:, t], action, kv, pos + t)
+        gt_dyn.transformer.write(kv, new, t)
         torch.testing.assert_close(logits, full[:, t], rtol=1e-5, atol=1e-5)
 
 

@@ -1,7 +1,7 @@
 """The dynamics step with its KV cache as plain inputs/outputs exports to ONNX and matches eager.
 
 This is the export engineer's starting point (runtime/export.py owns the real export); the test keeps
-the model side exportable: fixed-shape cache, functional slot write (`inplace=False`), tensor `pos`.
+the model side exportable: fixed-shape cache read, not written (the host writes the new K/V), tensor `pos`.
 """
 
 import warnings
@@ -22,8 +22,8 @@ class DynamicsStep(torch.nn.Module):
         self.dynamics = dynamics
 
     def forward(self, tokens_BN, action_B, kv, pos):
-        logits, kv = self.dynamics.step(tokens_BN, action_B, kv, pos, inplace=False)
-        return logits, kv, pos + 1
+        logits, new_kv = self.dynamics.step(tokens_BN, action_B, kv, pos)
+        return logits, new_kv, pos + 1
 
 
 def test_dynamics_step_exports_with_the_cache_as_tensors(cfg, tmp_path):
@@ -34,16 +34,18 @@ def test_dynamics_step_exports_with_the_cache_as_tensors(cfg, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(DynamicsStep(dyn), (tokens, torch.tensor([1]), kv, pos), str(path), dynamo=True,
-                          input_names=["tokens", "action", "kv", "pos"], output_names=["logits", "kv_out", "pos_out"],
+                          input_names=["tokens", "action", "kv", "pos"], output_names=["logits", "new_kv", "pos_out"],
                           verbose=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     kv_np, pos_np, kv_ref = kv.numpy(), np.array(0, dtype=np.int64), kv.clone()
     for t in range(cfg.dynamics.context + 3):  # past the window: the ring buffer wraps
         tokens = torch.randint(0, cfg.dynamics.vocab_size, (1, cfg.dynamics.num_tokens))
         action = torch.tensor([t % cfg.dynamics.num_actions if t else -1])
-        logits, kv_np, pos_np = session.run(None, {"tokens": tokens.numpy(), "action": action.numpy(),
-                                                   "kv": kv_np, "pos": pos_np})
+        logits, new_np, pos_np = session.run(None, {"tokens": tokens.numpy(), "action": action.numpy(),
+                                                    "kv": kv_np, "pos": pos_np})
+        kv_np[:, :, :, :, :, t % cfg.dynamics.context] = new_np
         with torch.no_grad():
-            ref, _ = dyn.step(tokens, action, kv_ref, t)
+            ref, new_ref = dyn.step(tokens, action, kv_ref, t)
+            dyn.transformer.write(kv_ref, new_ref, t)
         np.testing.assert_allclose(logits, ref.numpy(), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(kv_np, kv_ref.numpy(), atol=1e-5, rtol=1e-5)

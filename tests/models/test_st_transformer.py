@@ -40,25 +40,27 @@ def test_cached_steps_equal_full_recompute(T, window):
     x = torch.randn(2, T, 5, 32)
     full = st(x)
     kv = st.init_cache(2)
-    assert kv.shape == (2, 2, 2 * 5, 4, window, 8)  # (L, 2, B*N, heads, window, head_dim)
+    assert kv.shape == (2, 2, 2, 5, 4, window, 8)  # (L, 2, B, N, heads, window, head_dim)
     for t in range(T):
-        y, kv_out = st.step(x[:, t], kv, torch.tensor(t))
-        assert kv_out.data_ptr() == kv.data_ptr()  # in place: constant memory
+        y, new = st.step(x[:, t], kv, torch.tensor(t))
+        assert new.shape == (2, 2, 2, 5, 4, 8)  # this frame's K/V, for its ring slot
+        assert st.write(kv, new, t).data_ptr() == kv.data_ptr()  # in place: constant memory
         torch.testing.assert_close(y, full[:, t], rtol=1e-5, atol=1e-5)
 
 
-def test_functional_step_matches_inplace_and_leaves_cache_alone():
+def test_step_reads_the_cache_and_takes_layer_views_alike():
     st = make(window=3)
     x = torch.randn(1, 5, 5, 32)
     kv = st.init_cache(1)
     for t in range(4):
-        st.step(x[:, t], kv, t)
+        st.write(kv, st.step(x[:, t], kv, t)[1], t)
     before = kv.clone()
-    y_fun, kv_fun = st.step(x[:, 4], kv, 4, inplace=False)
-    torch.testing.assert_close(kv, before, rtol=0, atol=0)
-    y_in, kv_in = st.step(x[:, 4], kv, 4)
-    torch.testing.assert_close(y_fun, y_in, rtol=0, atol=0)
-    torch.testing.assert_close(kv_fun, kv_in, rtol=0, atol=0)
+    y, new = st.step(x[:, 4], kv, 4)
+    torch.testing.assert_close(kv, before, rtol=0, atol=0)  # read-only: the caller writes
+    views = list(kv.flatten(0, 1).unbind(0))  # [k0, v0, k1, v1]: how the exported graphs take it
+    y_views, new_views = st.step(x[:, 4], views, 4)
+    torch.testing.assert_close(y_views, y, rtol=0, atol=0)
+    torch.testing.assert_close(new_views, new, rtol=0, atol=0)
 
 
 def test_repeated_step_at_same_position_only_recomputes_new_frame():
@@ -66,9 +68,9 @@ def test_repeated_step_at_same_position_only_recomputes_new_frame():
     st = make(window=4)
     x = torch.randn(1, 3, 5, 32)
     kv = st.init_cache(1)
-    st.step(x[:, 0], kv, 0)
-    st.step(x[:, 1], kv, 1)
-    st.step(torch.randn(1, 5, 32), kv, 2)  # a draft of frame 2
+    st.write(kv, st.step(x[:, 0], kv, 0)[1], 0)
+    st.write(kv, st.step(x[:, 1], kv, 1)[1], 1)
+    st.step(torch.randn(1, 5, 32), kv, 2)  # a draft of frame 2: computed, not written
     y, _ = st.step(x[:, 2], kv, 2)  # the final frame 2
     torch.testing.assert_close(y, st(x)[:, 2], rtol=1e-5, atol=1e-5)
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from genie_robot.runtime.torch_backend import cache_shapes, layer_views, step_modules
+from genie_robot.runtime.graphs import cache_shapes
+from genie_robot.runtime.torch_backend import layer_views, step_modules
 from genie_robot.runtime.world_model import WorldModel
 
 ort = pytest.importorskip("onnxruntime")
@@ -37,9 +38,9 @@ def conv_config(tokenizer: str = "conv", lam: str = "conv"):
 def export_conv_bundle(root, tokenizer: str = "conv", lam: str = "conv", seed: int = 0):
     """A stage-2 checkpoint of `conv_config` (random init) exported with `genie-robot export`
     -> (bundle dir, the Genie that was saved)."""
+    from genie_robot.artifacts import checkpoints as ckpt_io
     from genie_robot.cli import main
     from genie_robot.models import Genie
-    from training import checkpoints as ckpt_io
 
     torch.manual_seed(seed)
     genie = Genie(conv_config(tokenizer, lam))

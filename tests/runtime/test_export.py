@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from genie_robot.runtime import bundle
-from genie_robot.runtime.onnx_backend import INPUTS, OnnxBackend
-from genie_robot.runtime.torch_backend import cache_shapes, layer_views, step_modules
+from genie_robot.runtime.graphs import INPUTS, cache_shapes
+from genie_robot.runtime.onnx_backend import OnnxBackend
+from genie_robot.runtime.torch_backend import layer_views, step_modules
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -77,7 +78,8 @@ def test_torch_graphs_equal_the_models_own_inference(tiny_export):
         for t in range(d.context + 4):
             tokens = torch.randint(0, d.vocab_size + 1, (2, d.num_tokens), generator=g)
             action = torch.randint(-1 if t == 0 else 0, d.num_actions, (2,), generator=g)
-            ref, _ = genie.dynamics.step(tokens, action, kv_ref, t)
+            ref, new_ref = genie.dynamics.step(tokens, action, kv_ref, t)
+            genie.dynamics.transformer.write(kv_ref, new_ref, t)
             logits, new = mods["dynamics_step"](tokens, action, layer_views(kv), torch.tensor(t))
             torch.testing.assert_close(logits, ref, atol=2e-5, rtol=1e-5)
             kv[:, :, :, :, :, t % d.context] = new
@@ -111,8 +113,8 @@ def test_export_logs_onnx_models_to_the_runs_mlflow_run(tiny_export, tmp_path):
 
 
 def test_export_errors_name_the_problem(tmp_path):
+    from genie_robot.artifacts import checkpoints as ckpt_io
     from genie_robot.runtime.export import ExportError, load_checkpoints
-    from training import checkpoints as ckpt_io
 
     with pytest.raises(FileNotFoundError, match="genie-robot train dynamics"):
         load_checkpoints(str(tmp_path / "nope"))
