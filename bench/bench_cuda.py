@@ -7,7 +7,7 @@ no zarr, mlflow or onnxruntime-gpu), so the data are random tokens and frames of
    and 32, fp32 vs bf16 autocast (`genie_robot.device.autocast`, what `genie-robot train` uses).
 2. The `cpu` preset's three stages (tokenizer, LAM, dynamics) at their training batch: steps/s and
    frames/s in bf16, so a run of the default recipe can be sized for a GPU.
-3. Imagination: `genie_robot.models.genie.Rollout` (the cached single-frame step, torch) on the `cpu`
+3. Imagination: `WorldModel.from_genie` (the runtime's cached single-frame steps, torch backend) on the `cpu`
    preset, 15-frame prompt then new frames, 25 and 8 MaskGIT steps, batch 1 and 64, fp32 vs bf16.
 
     python bench/bench_cuda.py --out DIR            # on the GPU machine (see bench/gpu_run.sh)
@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -126,21 +127,22 @@ def preset_stage_steps(device: torch.device, reps: int, quick: bool) -> list[dic
 
 def rollout_fps(device: torch.device, steps: int, batch: int, precision: str, frames: int) -> float:
     from genie_robot.models.configs import preset
-    from genie_robot.models.genie import Genie, Rollout
+    from genie_robot.models.genie import Genie
+    from genie_robot.runtime.world_model import WorldModel
 
     torch.manual_seed(0)
     genie = Genie(preset("cpu")).to(device).eval()
     H, W = genie.cfg.tokenizer.resolution
-    prompt = torch.randint(0, 256, (batch, 15, H, W, 3), dtype=torch.uint8, device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
+    prompt = np.random.default_rng(0).integers(0, 256, (batch, 15, H, W, 3), dtype=np.uint8)
+    wm = WorldModel.from_genie(genie, steps=steps)
     with torch.no_grad(), autocast(device, precision):
-        r = Rollout(genie, prompt, generator=gen)
-        a = torch.zeros(batch, dtype=torch.long, device=device)
-        r.step(a, steps=steps)  # warm-up
+        state = wm.reset(prompt)
+        a = np.zeros(batch, dtype=np.int64)
+        wm.step(state, a)  # warm-up
         sync(device)
         t0 = time.perf_counter()
         for _ in range(frames):
-            r.step(a, steps=steps)
+            wm.step(state, a)
         sync(device)
     return batch * frames / (time.perf_counter() - t0)
 
@@ -195,7 +197,7 @@ def main() -> int:
         f"matmul peak ({n}^3): fp32 {info['matmul_tflops']['fp32']:.2f} TFLOP/s, bf16 {info['matmul_tflops']['bf16']:.2f} TFLOP/s",
         "## Dynamics train step, comparison config (s/step)", table(train_rows, ["config", "batch", "fp32_s", "bf16_s", "bf16_speedup"]),
         "## `cpu` preset stages, bf16, training batch", table(stage_rows, ["stage", "batch", "window", "step_s", "steps_per_s", "frames_per_s"]),
-        "## Imagination (`Rollout`, cpu preset, 16-frame context), frames/s", table(roll_rows, ["steps", "batch", "fp32_fps", "bf16_fps", "bf16_speedup"]),
+        "## Imagination (`WorldModel.from_genie`, cpu preset, 16-frame context), frames/s", table(roll_rows, ["steps", "batch", "fp32_fps", "bf16_fps", "bf16_speedup"]),
     ])
     print(md)
     if args.out:

@@ -1,9 +1,9 @@
 """How fast does the `cpu` preset generate frames, with and without the temporal KV cache?
 
 Batch 1, a full 16-frame context, MaskGIT at 8 and 25 steps, torch eager, random weights (speed does
-not depend on them). "cached" = maskgit.generate_next + tokenizer.decode_step (the Rollout path);
-"uncached" = every MaskGIT pass recomputes the whole window, and the tokenizer decodes the whole
-window to get the last frame. Also prints model_cost for the presets.
+not depend on them). "cached" = `WorldModel.from_genie(genie).step` (the runtime's single-frame
+steps over the KV caches, torch backend); "uncached" = every MaskGIT pass recomputes the whole window
+(bench/uncached.py), and the tokenizer decodes the whole window to get the last frame. Also prints model_cost for the presets.
 
     python bench/bench_rollout.py [--threads 2] [--frames 10]
 """
@@ -14,9 +14,12 @@ import argparse
 import os
 import time
 
+import numpy as np
 import torch
+from uncached import generate_next_uncached
 
-from genie_robot.models import Genie, maskgit, model_cost, preset
+from genie_robot.models import Genie, model_cost, preset
+from genie_robot.runtime.world_model import WorldModel
 
 
 def _fmt(n: float) -> str:
@@ -36,20 +39,19 @@ def fps(genie: Genie, steps: int, cached: bool, frames: int) -> tuple[float, flo
     acts = torch.randint(0, d.num_actions, (1, ctx_len - 2), generator=gen)
     action = torch.tensor([1])
     if cached:
-        ctx = maskgit.start(genie.dynamics, past, acts)
-        dec_kv = genie.tokenizer.init_cache(1, "decoder")
-        for t in range(past.shape[1]):
-            genie.tokenizer.decode_step(past[:, t], dec_kv, t)
+        wm = WorldModel.from_genie(genie, steps=steps)
+        H, W = cfg.tokenizer.resolution
+        prompt = torch.randint(0, 256, (1, ctx_len - 1, H, W, 3), dtype=torch.uint8, generator=gen).numpy()
+        state = wm.reset(prompt, prompt_actions_BT1=acts.numpy())
 
         def one():
-            nonlocal ctx
-            pos = ctx.pos
-            tokens, ctx = maskgit.generate_next(genie.dynamics, ctx, action, steps=steps, generator=gen)
-            genie.tokenizer.decode_step(tokens, dec_kv, pos)
+            wm.step(state, action.numpy())
     else:
+        rng = np.random.default_rng(0)
+
         def one():
             nonlocal past, acts
-            tokens = maskgit.generate_next_uncached(genie.dynamics, past, acts, action, steps=steps, generator=gen)
+            tokens = generate_next_uncached(genie.dynamics, past, acts, action, steps=steps, rng=rng)
             window = torch.cat([past, tokens[:, None]], 1)[:, -ctx_len:]
             genie.tokenizer.decode(window)[:, -1]
             past, acts = window[:, 1:], torch.cat([acts, action[:, None]], 1)[:, 1:]

@@ -4,7 +4,7 @@ fp32 matmul peak is that?
 Methods (all with a full 16-frame context: a 15-frame prompt, then new frames; random weights, or
 the shipped trained model with --configs default):
   naive   torch eager, no cache: every MaskGIT pass recomputes the whole window
-          (maskgit.generate_next_uncached) and the tokenizer decodes the whole window (the baseline)
+          (bench/uncached.py) and the tokenizer decodes the whole window (the baseline)
   torch   WorldModel, torch backend (the cached single-frame graphs, eager)
   onnx    WorldModel, onnxruntime backend (the exported graphs)
 at MaskGIT 25 and 8 steps, batch 1 and 64, for the `cpu` preset and the common comparison config
@@ -80,17 +80,18 @@ def timed(one, budget: float, max_frames: int) -> float:
 
 @torch.no_grad()
 def naive_fps(genie, B: int, steps: int, budget: float, max_frames: int) -> float:
-    from genie_robot.models import maskgit
+    from uncached import generate_next_uncached
 
     d, C = genie.cfg.dynamics, genie.cfg.dynamics.context
     g = torch.Generator().manual_seed(0)
     state = {"past": torch.randint(0, d.vocab_size, (B, C - 1, d.num_tokens), generator=g),
              "acts": torch.randint(0, d.num_actions, (B, C - 2), generator=g)}
     action = torch.ones(B, dtype=torch.long)
+    rng = np.random.default_rng(0)
 
     def one():
         past, acts = state["past"], state["acts"]
-        tokens = maskgit.generate_next_uncached(genie.dynamics, past, acts, action, steps=steps, generator=g)
+        tokens = generate_next_uncached(genie.dynamics, past, acts, action, steps=steps, rng=rng)
         window = torch.cat([past, tokens[:, None]], 1)[:, -C:]
         genie.tokenizer.decode(window)[:, -1]
         state["past"], state["acts"] = window[:, 1:], torch.cat([acts, action[:, None]], 1)[:, 1:]

@@ -38,15 +38,19 @@ def tokenizer_preview(tokenizer, frames_BTHW3: torch.Tensor, out_dir: Path, step
 def rollout_with_inferred_actions(genie, clip_BTHW3: torch.Tensor, context: int, seed: int = 0) -> torch.Tensor:
     """Prompt with the first `context` frames, then generate the rest with the latent actions the LAM
     infers from the real clip -> uint8 (B, T, H, W, 3) (prompt frames as given, then generated ones)."""
-    from genie_robot.models.genie import Rollout
+    from genie_robot.runtime.world_model import WorldModel
 
-    actions_BT1 = genie.lam.infer_actions(clip_BTHW3)
-    generator = torch.Generator(device=clip_BTHW3.device).manual_seed(seed)
-    rollout = Rollout(genie, clip_BTHW3[:, :context], actions_BT1[:, : context - 1], generator=generator)
-    frames = [clip_BTHW3[:, t] for t in range(context)]
-    for t in range(context, clip_BTHW3.shape[1]):
-        frames.append(rollout.step(actions_BT1[:, t - 1]))
-    return torch.stack(frames, dim=1)
+    actions_BT1 = genie.lam.infer_actions(clip_BTHW3).cpu().numpy()
+    clip = clip_BTHW3.cpu().numpy()
+    was_training = genie.training
+    try:
+        wm = WorldModel.from_genie(genie, seed=seed)
+        state = wm.reset(clip[:, :context], prompt_actions_BT1=actions_BT1[:, : context - 1])
+        frames = [clip[:, t] for t in range(context)]
+        frames += [wm.step(state, actions_BT1[:, t - 1]) for t in range(context, clip.shape[1])]
+    finally:
+        genie.train(was_training)
+    return torch.from_numpy(np.stack(frames, axis=1))
 
 
 @torch.no_grad()

@@ -109,15 +109,15 @@ def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0,
                actions_BT1: torch.Tensor | None = None, **sampling) -> DeltaPSNR:
     """ΔPSNR of a Genie model on real clips uint8 (B, T, H, W, 3), T >= 2.
 
-    Both rollouts start from the real frame 0 (`genie_robot.models.genie.Rollout`) and generate
-    frames 1..T-1: one driven by `genie.lam.infer_actions(clips)`, the other by actions drawn
-    uniformly from [0, num_actions) with `seed`. MaskGIT sampling uses the same `seed` in both.
-    `sampling` goes to `Rollout.step` (steps, temperature).
+    Both rollouts start from the real frame 0 (`WorldModel.from_genie`: the runtime's inference path
+    on this torch model) and generate frames 1..T-1: one driven by `genie.lam.infer_actions(clips)`,
+    the other by actions drawn uniformly from [0, num_actions) with `seed`. MaskGIT sampling uses the
+    same `seed` in both. `sampling` goes to the WorldModel (steps, temperature, order, guidance).
 
     `actions_BT1`: given actions instead of the LAM's, e.g. the store's (B, T-1, A) float for the
     ground-truth-action control; the baseline is then the same actions shuffled across the batch
     (rolled by one clip), so both rollouts see actions from the same distribution."""
-    from genie_robot.models.genie import Rollout
+    from genie_robot.runtime.world_model import WorldModel
 
     clips = torch.as_tensor(np.asarray(clips_BTHW3)) if not isinstance(clips_BTHW3, torch.Tensor) else clips_BTHW3
     if clips.dtype != torch.uint8 or clips.ndim != 5 or clips.shape[1] < 2:
@@ -136,11 +136,12 @@ def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0,
             g = torch.Generator(device="cpu").manual_seed(seed)
             random = torch.randint(0, genie.cfg.dynamics.num_actions, inferred.shape, generator=g).to(device)
 
+        real_BTHW3 = clips.cpu().numpy()
+
         def rollout(actions_BT: torch.Tensor) -> np.ndarray:
-            gen = torch.Generator(device=device).manual_seed(seed)
-            r = Rollout(genie, clips[:, :1], generator=gen)
-            frames = [clips[:, 0]] + [r.step(actions_BT[:, t], **sampling) for t in range(T - 1)]
-            return torch.stack(frames, 1).cpu().numpy()
+            wm = WorldModel.from_genie(genie, seed=seed, **sampling)
+            imagined_BTHW3 = wm.rollout(real_BTHW3[:, :1], actions_BT.cpu().numpy())
+            return np.concatenate([real_BTHW3[:, :1], imagined_BTHW3], 1)
 
         fake_inf, fake_rand = rollout(inferred), rollout(random)
     finally:

@@ -197,20 +197,19 @@ def _scale(hw) -> int:
 def latent_action_grid(genie, starts_BHW3, *, depth: int = 3, seed: int = 0, **sampling) -> np.ndarray:
     """From each start frame, `depth` steps of each latent action repeated -> uint8 (B, A, depth+1, H, W, 3)
     (index 0 along the steps is the start frame). One batched rollout of B * A streams."""
-    import torch
+    from genie_robot.runtime.world_model import WorldModel
 
-    from genie_robot.models.genie import Rollout
-
-    starts = torch.as_tensor(np.asarray(starts_BHW3)).to(next(genie.parameters()).device)
+    starts = np.asarray(starts_BHW3)
     B = starts.shape[0]
     A = genie.cfg.dynamics.num_actions
-    prompt = starts.repeat_interleave(A, 0)[:, None]  # (B*A, 1, H, W, 3): start b, action a at row b*A + a
-    actions = torch.arange(A, device=starts.device).repeat(B)
-    gen = torch.Generator(device=starts.device).manual_seed(seed)
-    with torch.no_grad():
-        r = Rollout(genie, prompt, generator=gen)
-        frames = [prompt[:, 0]] + [r.step(actions, **sampling) for _ in range(depth)]
-    out = torch.stack(frames, 1).cpu().numpy()
+    prompt = np.repeat(starts, A, 0)[:, None]  # (B*A, 1, H, W, 3): start b, action a at row b*A + a
+    actions_BT = np.tile(np.arange(A), B)[:, None].repeat(depth, 1)
+    was_training = genie.training
+    try:
+        imagined = WorldModel.from_genie(genie, seed=seed, **sampling).rollout(prompt, actions_BT)
+    finally:
+        genie.train(was_training)
+    out = np.concatenate([prompt, imagined], 1)
     return out.reshape(B, A, depth + 1, *out.shape[2:])
 
 

@@ -1,6 +1,6 @@
 """Genie's models: one ST-Transformer (st_transformer.py) reused by the video tokenizer, the latent
-action model and the MaskGIT dynamics model; MaskGIT sampling in sampling.py (numpy: the schedule and
-reveal rule the runtime runs) and maskgit.py (torch, over the model's own cache); the composition in
+action model and the MaskGIT dynamics model; MaskGIT sampling in sampling.py (numpy, the one sampler: the
+runtime's WorldModel runs it, on exported bundles and on these torch models alike); the composition in
 genie.py; configs and presets (tiny / cpu / paper) in configs.py."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import importlib
 _EXPORTS = {
     **dict.fromkeys(["DynamicsConfig", "GenieConfig", "LatentActionConfig", "QuantizerConfig", "TokenizerConfig",
                      "TransformerConfig", "link_dynamics", "model_cost", "preset"], "configs"),
-    "DynamicsModel": "dynamics", "Genie": "genie", "Rollout": "genie", "LatentActionModel": "latent_actions",
-    "Context": "maskgit", "generate_next": "maskgit", "VectorQuantizer": "quantizer", "STTransformer": "st_transformer",
-    "VideoTokenizer": "tokenizer",
+    "DynamicsModel": "dynamics", "Genie": "genie", "LatentActionModel": "latent_actions",
+    "VectorQuantizer": "quantizer", "STTransformer": "st_transformer", "VideoTokenizer": "tokenizer",
 }
 __all__ = list(_EXPORTS)
 

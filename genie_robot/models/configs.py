@@ -180,7 +180,7 @@ class DynamicsConfig:
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     mask_rate: tuple[float, float] = (0.5, 1.0)  # per-sample Bernoulli rate ~ U(lo, hi)
     random_time_offset: bool = True
-    # sampling defaults (maskgit.generate_next arguments override them)
+    # sampling defaults (WorldModel arguments override them)
     maskgit_steps: int = 25
     temperature: float = 2.0
     order: str = "random"  # "random" | "confidence"

@@ -10,8 +10,9 @@ Training happens in stages:
      `dynamics.action_source = "ground_truth"` the dynamics model is conditioned on the store's real
      actions instead (the control that says whether dynamics and sampler can express control at all).
 `build_tokenizer` / `build_lam` pick the model class a config's `kind` names.
-Generation: `Rollout` prompts with frames, then makes one frame per latent action, with a constant
-memory (KV caches of `context` frames for the dynamics model and the tokenizer decoder).
+Generation is the runtime's: `genie_robot.runtime.WorldModel.from_genie(genie)` runs this model's
+cached single-frame steps with the one MaskGIT sampler (models/sampling.py), as it runs an exported
+bundle.
 
 Shapes: B batch, T frames, H, W pixels, N tokens per frame.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import maskgit
 from .configs import GenieConfig, LatentActionConfig, TokenizerConfig
 from .conv_latent_actions import ConvLatentActionModel
 from .conv_tokenizer import ConvTokenizer
@@ -77,33 +77,3 @@ class Genie(nn.Module):
         metrics["loss"] = loss.item()
         metrics.update({f"dynamics/{k}": v for k, v in dyn_metrics.items()})
         return loss, metrics
-
-
-class Rollout:
-    """Interactive generation: prompt once, then `step(action)` returns the next RGB frame.
-
-    The reference for the runtime: dynamics and tokenizer-decoder KV caches advance together, one
-    frame at a time; all sampling goes through `generator` (seeded => reproducible).
-    """
-
-    @torch.no_grad()
-    def __init__(self, genie: Genie, prompt_BTHW3: Tensor, prompt_actions_BT1: Tensor | None = None,
-                 generator: torch.Generator | None = None):
-        self.genie, self.generator = genie, generator
-        tokens_BTN = genie.tokenizer.encode(prompt_BTHW3)
-        B, T, _ = tokens_BTN.shape
-        if prompt_actions_BT1 is None and T > 1:
-            prompt_actions_BT1 = genie.lam.infer_actions(prompt_BTHW3)
-        self.ctx = maskgit.start(genie.dynamics, tokens_BTN, prompt_actions_BT1)
-        self.dec_kv = genie.tokenizer.init_cache(B, "decoder")
-        for t in range(T):  # warm the decoder cache with the prompt
-            _, self.dec_kv = genie.tokenizer.decode_step(tokens_BTN[:, t], self.dec_kv, t)
-
-    @torch.no_grad()
-    def step(self, action_B: Tensor, **sampling) -> Tensor:
-        """Latent actions (B,) int64 -> next frames uint8 (B, H, W, 3). `sampling`: steps, temperature, order."""
-        pos = self.ctx.pos
-        tokens_BN, self.ctx = maskgit.generate_next(self.genie.dynamics, self.ctx, action_B,
-                                                    generator=self.generator, **sampling)
-        frames_BHW3, self.dec_kv = self.genie.tokenizer.decode_step(tokens_BN, self.dec_kv, pos)
-        return frames_BHW3

@@ -1,8 +1,9 @@
 """MaskGIT sampling in numpy (Chang et al. 2022; Genie: 25 steps, random unmasking): the schedule of
 how many tokens stay masked after each pass, and the rule that samples the logits and fixes some
 still-masked positions. `WorldModel.step` (genie_robot/runtime) runs it over either backend's
-`dynamics_step`, so a seeded rollout gives the same tokens on torch and onnxruntime; maskgit.py takes
-its schedule from here. torch is never imported here: the onnxruntime path must run without it.
+`dynamics_step`, so a seeded rollout gives the same tokens on torch and onnxruntime, and training-time
+rollouts and eval (`WorldModel.from_genie`) sample the same way. torch is never imported here: the
+onnxruntime path must run without it.
 
 Shapes: B batch, N tokens per frame, V vocabulary.
 """
@@ -25,6 +26,29 @@ def cosine_schedule(steps: int, num_tokens: int) -> list[int]:
         left = max(0, min(left - 1, target)) if s < steps else 0
         out.append(left)
     return out
+
+
+def sample_frame(logits_fn, batch: int, num_tokens: int, mask_id: int, *, steps: int, temperature: float,
+                 order: str, guidance: float, rng: np.random.Generator) -> np.ndarray:
+    """One frame by MaskGIT: start all-[MASK], then `steps` passes of `reveal` -> tokens (B, N) int64.
+
+    `logits_fn(tokens_BN, conditional)` -> logits (B, N, V) of the dynamics model for the frame with
+    these (partly masked) tokens, with its action (conditional=True) or with none. Guidance w != 1 is
+    classifier-free guidance: each pass samples from uncond + w * (cond - uncond), at the price of a
+    second pass (the model must have been trained with action dropout)."""
+    tokens_BN = np.full((batch, num_tokens), mask_id, np.int64)
+    masked_BN = np.ones((batch, num_tokens), bool)
+    n_masked = num_tokens
+    for left in cosine_schedule(steps, num_tokens):
+        logits_BNV = logits_fn(tokens_BN, True)
+        if guidance != 1.0:
+            uncond_BNV = logits_fn(tokens_BN, False)
+            logits_BNV = uncond_BNV + guidance * (logits_BNV - uncond_BNV)
+        tokens_BN, masked_BN = reveal(logits_BNV, tokens_BN, masked_BN, n_masked - left, temperature, order, rng)
+        n_masked = left
+        if left == 0:
+            break
+    return tokens_BN
 
 
 def reveal(logits_BNV: np.ndarray, tokens_BN: np.ndarray, masked_BN: np.ndarray, n_reveal: int,

@@ -33,6 +33,7 @@ from genie_robot.models.conv_latent_actions import ConvLatentActionModel
 from genie_robot.models.conv_tokenizer import ConvTokenizer
 from genie_robot.models.genie import Genie
 from genie_robot.models.tokenizer import patchify, to_float, to_uint8, unpatchify
+from genie_robot.runtime.graphs import GRAPHS
 
 
 def layer_views(kv: Tensor) -> list[Tensor]:
@@ -147,15 +148,22 @@ class DynamicsStep(nn.Module):
         return logits_BNV.float(), new
 
 
-def step_modules(genie: Genie) -> dict[str, nn.Module]:
+def step_module(genie: Genie, graph: str) -> nn.Module:
+    """The torch module of one graph (graphs.GRAPHS), in eval mode."""
     conv_tok = isinstance(genie.tokenizer, ConvTokenizer)
     conv_lam = isinstance(genie.lam, ConvLatentActionModel)
-    return {
-        "tokenizer_encoder": (ConvTokenizerEncoderStep if conv_tok else TokenizerEncoderStep)(genie).eval(),
-        "tokenizer_decoder": (ConvTokenizerDecoderStep if conv_tok else TokenizerDecoderStep)(genie).eval(),
-        "lam_encoder": (ConvLamEncoderStep if conv_lam else LamEncoderStep)(genie).eval(),
-        "dynamics_step": DynamicsStep(genie).eval(),
-    }
+    make = {
+        "tokenizer_encoder": ConvTokenizerEncoderStep if conv_tok else TokenizerEncoderStep,
+        "tokenizer_decoder": ConvTokenizerDecoderStep if conv_tok else TokenizerDecoderStep,
+        "lam_encoder": ConvLamEncoderStep if conv_lam else LamEncoderStep,
+        "dynamics_step": DynamicsStep,
+    }[graph]
+    return make(genie).eval()
+
+
+def step_modules(genie: Genie) -> dict[str, nn.Module]:
+    """All four graphs' modules (what export writes)."""
+    return {graph: step_module(genie, graph) for graph in GRAPHS}
 
 
 class TorchBackend:
@@ -171,7 +179,9 @@ class TorchBackend:
 
         self.device = pick_device(device)
         self.genie = genie.to(self.device).eval()
-        self.modules = step_modules(self.genie)
+        # built on first use: a model whose LAM has no graph (input="tokens", an ablation) still rolls out
+        # from given actions; only inferring actions with it fails, naming why
+        self.modules: dict[str, nn.Module] = {}
         self.provider = f"torch:{self.device}"
 
     @torch.no_grad()
@@ -179,6 +189,8 @@ class TorchBackend:
         """inputs: numpy arrays / ints (host) or cache tensors -> (host output as numpy, new_kv on device)."""
         args = [layer_views(x) if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), device=self.device)
                 for x in inputs]
+        if graph not in self.modules:
+            self.modules[graph] = step_module(self.genie, graph)
         out, new = self.modules[graph](*args)
         return out.cpu().numpy(), new
 

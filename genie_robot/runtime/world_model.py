@@ -1,7 +1,7 @@
 """`WorldModel`: the inference core that ROS nodes, planners, `genie-robot play` and tests call.
 
 It owns the host side of generation -- ring caches, MaskGIT sampling in numpy (the schedule and
-sampling rule of genie_robot/models/maskgit.py), input checks -- and runs the four single-frame
+sampling rule of genie_robot/models/sampling.py), input checks -- and runs the four single-frame
 graphs of torch_backend.py on a backend: "onnx" (onnxruntime, CPU or CUDA provider) or "torch"
 (eager). Both backends compute the same graphs, and sampling is the same numpy code, so a seeded
 rollout gives the same tokens on either.
@@ -29,7 +29,7 @@ import numpy as np
 
 from . import bundle
 from .graphs import cache_shapes
-from genie_robot.models.sampling import cosine_schedule, reveal
+from genie_robot.models.sampling import sample_frame
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class WorldModel:
         self.steps = d.maskgit_steps if steps is None else int(steps)
         self.temperature = d.temperature if temperature is None else float(temperature)
         self.order = d.order if order is None else order
-        # classifier-free guidance (maskgit.generate_next): a second, action-free pass per MaskGIT step
+        # classifier-free guidance: a second, action-free pass per MaskGIT step, uncond + w * (cond - uncond)
         self.guidance = getattr(d, "guidance", 1.0) if guidance is None else float(guidance)
         if self.steps < 1:
             raise ValueError(f"MaskGIT needs at least 1 step, got steps={self.steps}")
@@ -84,6 +84,10 @@ class WorldModel:
         self.seed = seed
         self.resolution = tuple(cfg.tokenizer.resolution)
         self.num_actions = d.num_actions
+        # the ground-truth-action control (dynamics.action_source): robot action vectors (A,) float, not
+        # latent action indices; NaN vectors are "no action"
+        self.ground_truth = d.action_source == "ground_truth"
+        self.action_dim = d.action_dim
         self.num_tokens, self.vocab_size, self.mask_id = d.num_tokens, d.vocab_size, d.vocab_size
         self.context = d.context
         self._cache_shapes = cache_shapes(cfg)
@@ -98,6 +102,17 @@ class WorldModel:
         """The precision of what runs: the bundle's ONNX graphs ("fp32" | "int8", from its manifest) on
         the onnx backend; "fp32" on the torch backend (it runs weights.safetensors, always fp32)."""
         return getattr(self.backend, "precision", "fp32")
+
+    @classmethod
+    def from_genie(cls, genie, *, steps: int | None = None, temperature: float | None = None,
+                   order: str | None = None, guidance: float | None = None, seed: int = 0) -> "WorldModel":
+        """A torch Genie in memory (training-time rollouts, eval) on the device it is on; the rollout
+        runs the model in eval mode (the caller restores training mode)."""
+        from genie_robot.runtime.torch_backend import TorchBackend
+
+        device = next(genie.parameters()).device
+        return cls(genie.cfg, TorchBackend(genie, str(device)), steps=steps, temperature=temperature, order=order,
+                   guidance=guidance, seed=seed)
 
     @classmethod
     def load(cls, bundle_dir: str | Path, *, backend: str = "onnx", providers: str | list[str] | None = "auto",
@@ -163,6 +178,8 @@ class WorldModel:
         return np.ascontiguousarray(x)
 
     def _check_actions(self, actions: np.ndarray, batch: int | None, what: str) -> np.ndarray:
+        if self.ground_truth:
+            return self._check_vectors(actions, batch, what)
         a = np.asarray(actions)
         if not np.issubdtype(a.dtype, np.integer):
             if np.issubdtype(a.dtype, np.floating) and a.size and np.all(a == np.round(a)):
@@ -178,6 +195,24 @@ class WorldModel:
                              + ("; use state.repeat(k) to branch one prompt into k rows" if batch == 1 else ""))
         return a.astype(np.int64)
 
+    def _check_vectors(self, actions: np.ndarray, batch: int | None, what: str) -> np.ndarray:
+        """Robot action vectors of a ground-truth-action model: (..., A) float32, NaN rows = none."""
+        a = np.asarray(actions)
+        A = self.action_dim
+        if not np.issubdtype(a.dtype, np.number) or a.ndim < 1 or a.shape[-1] != A:
+            raise ValueError(f"{what}: this model is the ground-truth-action control: it takes robot action "
+                             f"vectors of {A} floats (the store's actions summed over a model step), got "
+                             f"{a.dtype} {a.shape}")
+        if batch is not None and a.shape != (batch, A):
+            raise ValueError(f"{what}: expected one action vector per batch row, shape ({batch}, {A}), got {a.shape}")
+        return a.astype(np.float32)
+
+    def _no_action(self, batch: int) -> np.ndarray:
+        """"No action" for `batch` rows: -1, or NaN vectors for a ground-truth-action model."""
+        if self.ground_truth:
+            return np.full((batch, self.action_dim), np.nan, np.float32)
+        return np.full(batch, -1, np.int64)
+
     # --------------------------------------------------------------------------------- the API
 
     def reset(self, prompt: np.ndarray, *, prompt_actions_BT1: np.ndarray | None = None,
@@ -190,17 +225,23 @@ class WorldModel:
         B, T = frames_BTHW3.shape[:2]
         be = self.backend
         tokens_BTN = self._encode(frames_BTHW3)
+        if prompt_actions_BT1 is None and self.ground_truth and T > 1:
+            raise ValueError(f"prompt: {T} frames, but this ground-truth-action model has no LAM to infer the "
+                             f"actions between them: pass prompt_actions_BT1 ({B}, {T - 1}, {self.action_dim})")
         if prompt_actions_BT1 is None:
             prompt_actions_BT1 = self._infer(frames_BTHW3) if T > 1 else np.zeros((B, 0), np.int64)
         else:
             a = np.asarray(prompt_actions_BT1)
-            if a.shape != (B, T - 1):
-                raise ValueError(f"prompt_actions_BT1: expected shape {(B, T - 1)} (one per prompt transition), got {a.shape}")
-            prompt_actions_BT1 = self._check_actions(a.ravel(), None, "prompt_actions_BT1").reshape(B, T - 1)
+            tail = (self.action_dim,) if self.ground_truth else ()
+            if a.shape != (B, T - 1) + tail:
+                raise ValueError(f"prompt_actions_BT1: expected shape {(B, T - 1) + tail} (one per prompt transition), "
+                                 f"got {a.shape}")
+            prompt_actions_BT1 = self._check_actions(a.reshape((-1,) + tail), None, "prompt_actions_BT1"
+                                                     ).reshape(a.shape)
         dyn_kv = be.zeros(self._batched(self._cache_shapes["dynamics_step"], B))
         dec_kv = be.zeros(self._batched(self._cache_shapes["tokenizer_decoder"], B))
         for t in range(T):
-            action_B = prompt_actions_BT1[:, t - 1] if t else np.full(B, -1, np.int64)
+            action_B = prompt_actions_BT1[:, t - 1] if t else self._no_action(B)
             _, new = be.run("dynamics_step", tokens_BTN[:, t], action_B, dyn_kv, _pos(t))
             be.write_slot(dyn_kv, new, t % self.context)
             _, new = be.run("tokenizer_decoder", tokens_BTN[:, t], dec_kv, _pos(t))
@@ -209,23 +250,19 @@ class WorldModel:
         return WorldState(dyn_kv, dec_kv, T, rng, B, frames_BTHW3[:, -1].copy(), tokens_BTN[:, -1].copy(), be)
 
     def step(self, state: WorldState, actions_B: np.ndarray) -> np.ndarray:
-        """Latent actions (B,) int in [0, A) -> the next frames (B, H, W, 3) uint8; advances `state`."""
-        actions_B = self._check_actions(np.atleast_1d(actions_B), state.batch, "step")
+        """Latent actions (B,) int in [0, A) -> the next frames (B, H, W, 3) uint8; advances `state`.
+        (A ground-truth-action model takes robot action vectors (B, action_dim) float instead.)"""
+        actions_B = self._check_actions(np.atleast_1d(actions_B) if not self.ground_truth else actions_B,
+                                        state.batch, "step")
         be, B, N = self.backend, state.batch, self.num_tokens
         pos = _pos(state.pos)
-        tokens_BN = np.full((B, N), self.mask_id, np.int64)
-        masked_BN = np.ones((B, N), bool)
-        n_masked = N
-        for left in cosine_schedule(self.steps, N):
-            logits_BNV, _ = be.run("dynamics_step", tokens_BN, actions_B, state.dyn_kv, pos)
-            if self.guidance != 1.0:  # same as maskgit.generate_next: uncond + w * (cond - uncond)
-                uncond_BNV, _ = be.run("dynamics_step", tokens_BN, np.full(B, -1, np.int64), state.dyn_kv, pos)
-                logits_BNV = uncond_BNV + self.guidance * (logits_BNV - uncond_BNV)
-            tokens_BN, masked_BN = reveal(logits_BNV, tokens_BN, masked_BN, n_masked - left,
-                                          self.temperature, self.order, state.rng)
-            n_masked = left
-            if left == 0:
-                break
+        none_B = self._no_action(B)
+
+        def logits_fn(tokens_BN, conditional):
+            return be.run("dynamics_step", tokens_BN, actions_B if conditional else none_B, state.dyn_kv, pos)[0]
+
+        tokens_BN = sample_frame(logits_fn, B, N, self.mask_id, steps=self.steps, temperature=self.temperature,
+                                 order=self.order, guidance=self.guidance, rng=state.rng)
         _, new = be.run("dynamics_step", tokens_BN, actions_B, state.dyn_kv, pos)  # the final frame's K/V
         be.write_slot(state.dyn_kv, new, state.pos % self.context)
         frames_BHW3, new = be.run("tokenizer_decoder", tokens_BN, state.dec_kv, pos)
@@ -239,10 +276,12 @@ class WorldModel:
 
         A single prompt is encoded once and shared by all B sequences."""
         a = np.asarray(actions_BT)
-        if a.ndim == 1:
+        k = 3 if self.ground_truth else 2  # (B, T), or (B, T, A) action vectors
+        if a.ndim == k - 1:
             a = a[None]
-        if a.ndim != 2:
-            raise ValueError(f"rollout: expected actions (B, T), got shape {a.shape}")
+        if a.ndim != k:
+            raise ValueError(f"rollout: expected actions {'(B, T, A)' if self.ground_truth else '(B, T)'}, got shape "
+                             f"{a.shape}")
         state = self.reset(prompt, seed=seed)
         if state.batch == 1 and a.shape[0] > 1:
             state = state.repeat(a.shape[0])

@@ -1,4 +1,4 @@
-"""PSNR/SSIM, ΔPSNR through the real Rollout, code usage and NMI."""
+"""PSNR/SSIM, ΔPSNR through the runtime path (WorldModel.from_genie), code usage and NMI."""
 
 from __future__ import annotations
 

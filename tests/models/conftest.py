@@ -26,6 +26,34 @@ def dyn(cfg):
     return model
 
 
+@torch.no_grad()
+def generate(dyn, tokens_BTN, actions_BT1, action_B, *, steps, temperature, order="random", guidance=1.0, seed=0):
+    """The next frame's tokens from a bare DynamicsModel: the prompt's K/V into a cache with the model's
+    own cached step, then the library's one MaskGIT sampler (models/sampling.py) -> (B, N) int64."""
+    import numpy as np
+
+    from genie_robot.models.sampling import sample_frame
+
+    B, T, N = tokens_BTN.shape
+    kv, _ = dyn.init_cache(B)
+    for t in range(T):
+        action = actions_BT1[:, t - 1] if t else dyn.no_action(action_B)
+        dyn.transformer.write(kv, dyn.step(tokens_BTN[:, t], action, kv, t)[1], t)
+
+    def logits_fn(tokens_BN, conditional):
+        a = action_B if conditional else dyn.no_action(action_B)
+        return dyn.step(torch.from_numpy(tokens_BN), a, kv, T)[0].float().numpy()
+
+    return torch.from_numpy(sample_frame(logits_fn, B, N, dyn.mask_id, steps=steps, temperature=temperature,
+                                         order=order, guidance=guidance, rng=np.random.default_rng(seed)))
+
+
+@pytest.fixture
+def sample_next():
+    """`generate` above: the next frame's tokens from a bare DynamicsModel."""
+    return generate
+
+
 def random_frames(cfg, B=2, T=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     H, W = cfg.tokenizer.resolution

@@ -15,7 +15,7 @@ from genie_robot.models.configs import LatentActionConfig, TokenizerConfig, link
 from genie_robot.models.conv_blocks import ResBlock
 from genie_robot.models.conv_latent_actions import ConvLatentActionModel
 from genie_robot.models.conv_tokenizer import ConvTokenizer
-from genie_robot.models.genie import Rollout, build_lam, build_tokenizer
+from genie_robot.models.genie import build_lam, build_tokenizer
 from genie_robot.models.latent_actions import LatentActionModel
 from genie_robot.models.tokenizer import VideoTokenizer, to_float, to_uint8
 
@@ -288,9 +288,10 @@ def test_genie_builds_the_conv_kinds_and_rolls_out(cfg, make_video):
         assert cost[part]["params"] == sum(p.numel() for p in module.parameters()), part
     assert cost["tokenizer"]["decode_flops_per_frame"] > 0 and cost["lam"]["flops_per_frame"] > 0
     frames, _ = make_video(cfg, B=2, T=3)
-    rollout = Rollout(genie, frames, generator=torch.Generator().manual_seed(0))
-    out = rollout.step(torch.tensor([0, 7]))
-    assert out.shape == (2, 16, 16, 3) and out.dtype == torch.uint8
+    from genie_robot.runtime.world_model import WorldModel
+
+    out = WorldModel.from_genie(genie).rollout(frames.numpy(), np.array([[0], [7]]))
+    assert out.shape == (2, 1, 16, 16, 3) and out.dtype == np.uint8
 
 
 def test_token_input_lam_reads_the_conv_tokenizers_vocabulary(cfg):

@@ -7,7 +7,7 @@ slot t+1 (the frame it produces), and the output at slot t+1 predicts frame t+1'
 import pytest
 import torch
 
-from genie_robot.models import DynamicsModel, maskgit
+from genie_robot.models import DynamicsModel
 
 
 def data(cfg, B=2, T=4, seed=0):
@@ -105,7 +105,7 @@ def test_overfits_a_tiny_batch(cfg):
     assert loss.item() < first / 5, (first, metrics)
 
 
-def test_trained_model_generates_the_frame_its_action_asks_for(cfg):
+def test_trained_model_generates_the_frame_its_action_asks_for(cfg, sample_next):
     """End-to-end alignment, training and sampling together: frame t+1 is a constant frame of token
     a_t, so only the action at the right slot can explain it. After training, generating from a
     prompt with action k must give the all-k frame, for every k. An off-by-one anywhere (a_t added
@@ -126,7 +126,6 @@ def test_trained_model_generates_the_frame_its_action_asks_for(cfg):
     dyn.eval()
     prompt = torch.randint(0, d.vocab_size, (d.num_actions, 2, d.num_tokens))
     prompt[:, 1] = 0  # the prompt's second frame came from action 0
-    ctx = maskgit.start(dyn, prompt, torch.zeros(d.num_actions, 1, dtype=torch.long))
     wanted = torch.arange(d.num_actions)
-    tokens, _ = maskgit.generate_next(dyn, ctx, wanted, steps=4, temperature=0.0)
+    tokens = sample_next(dyn, prompt, torch.zeros(d.num_actions, 1, dtype=torch.long), wanted, steps=4, temperature=0.0)
     assert torch.equal(tokens, wanted[:, None].expand_as(tokens))

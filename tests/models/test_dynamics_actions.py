@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from genie_robot.models import DynamicsModel, Genie, GenieConfig, maskgit
+from genie_robot.models import DynamicsModel, Genie, GenieConfig
 
 A = 4  # ground-truth action dim (the simulator's xyz + gripper)
 
@@ -118,7 +118,7 @@ def test_action_dropout_replaces_all_actions_of_some_samples(cfg, monkeypatch, v
     assert torch.equal(seen[-1], actions)
 
 
-def test_guidance_without_an_action_is_plain_sampling_and_with_one_changes_it(cfg):
+def test_guidance_without_an_action_is_plain_sampling_and_with_one_changes_it(cfg, sample_next):
     """uncond + w * (cond - uncond) = cond when the action is none, for any w."""
     d = cfg.dynamics
     torch.manual_seed(0)
@@ -129,10 +129,8 @@ def test_guidance_without_an_action_is_plain_sampling_and_with_one_changes_it(cf
     prompt = torch.randint(0, d.vocab_size, (4, 2, d.num_tokens), generator=torch.Generator().manual_seed(1))
 
     def sample(action, guidance):
-        ctx = maskgit.start(model, prompt, torch.zeros(4, 1, dtype=torch.long))
-        tokens, _ = maskgit.generate_next(model, ctx, action, steps=3, temperature=1.0, guidance=guidance,
-                                          generator=torch.Generator().manual_seed(2))
-        return tokens
+        return sample_next(model, prompt, torch.zeros(4, 1, dtype=torch.long), action, steps=3, temperature=1.0,
+                        guidance=guidance, seed=2)
 
     none = torch.full((4,), -1)
     assert torch.equal(sample(none, 3.0), sample(none, 1.0))

@@ -1,7 +1,7 @@
 """The runtime with conv tokenizers and conv LAMs (TokenizerConfig.kind / LatentActionConfig.kind "conv"):
 the same four single-frame graphs and cache protocol as the ST kinds, with small caches (see
 torch_backend.py). Checked against the models' own inference (ConvTokenizer.encode/decode,
-ConvLatentActionModel.infer_actions, genie.Rollout) and torch against onnxruntime, on a bundle that
+ConvLatentActionModel.infer_actions, the dynamics model's full forward) and torch against onnxruntime, on a bundle that
 `genie-robot export` makes from a random-init stage-2 checkpoint of a `tiny`-sized conv model."""
 
 from __future__ import annotations
@@ -174,18 +174,28 @@ def _greedy_rollout(wm, prompt, actions):
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_greedy_rollout_equals_the_reference_rollout(conv_export, prompt, backend):
-    """temperature 0 + confidence order needs no random numbers: frames must equal genie.Rollout's
-    (prompt tokens and prompt actions from the conv tokenizer and conv LAM on both sides)."""
-    from genie_robot.models.genie import Rollout
+    """temperature 0 + confidence order needs no random numbers: frames must equal a reference made from
+    the models' whole-sequence forwards, no cache (prompt tokens and prompt actions from the conv
+    tokenizer and conv LAM on both sides; the dynamics' banded window past its context of 8)."""
+    from genie_robot.models.sampling import sample_frame
 
     out, genie = conv_export
     wm = WorldModel.load(out, backend=backend, temperature=0.0, order="confidence", steps=3, threads=1)
     actions = [1, 0, 7, 2, 5, 1, 0, 6, 3, 4]  # with the prompt's 3 frames longer than the context of 8
     frames, tokens = _greedy_rollout(wm, prompt, actions)
     with torch.no_grad():
-        ref = Rollout(genie, torch.from_numpy(prompt)[None])
-        ref_frames = torch.stack([ref.step(torch.tensor([a]), steps=3, temperature=0.0, order="confidence")
-                                  for a in actions], 1).numpy()
+        video = torch.from_numpy(prompt)[None]
+        seq, acts = genie.tokenizer.encode(video), genie.lam.infer_actions(video)
+        for a in actions:
+            acts = torch.cat([acts, torch.tensor([[a]])], 1)
+
+            def full_forward(tokens_BN, conditional, seq=seq, acts=acts):
+                return genie.dynamics(torch.cat([seq, torch.from_numpy(tokens_BN)[:, None]], 1), acts)[:, -1].numpy()
+
+            new = sample_frame(full_forward, 1, seq.shape[2], genie.dynamics.mask_id, steps=3, temperature=0.0,
+                               order="confidence", guidance=1.0, rng=np.random.default_rng(0))
+            seq = torch.cat([seq, torch.from_numpy(new)[:, None]], 1)
+        ref_frames = genie.tokenizer.decode(seq[:, -len(actions):]).numpy()
         decoded = genie.tokenizer.decode(torch.from_numpy(tokens)).numpy()
     np.testing.assert_array_equal(decoded, ref_frames)  # the same tokens were sampled
     if backend == "torch":
