@@ -47,7 +47,8 @@ the contact it corrected every step); pushing at 0.3 it succeeds 95%, and the de
 made at the policies' rate. (2) Observation: with the expert fixed, the oracle CNN reached ~25% from
 frame + goal + gripper and ~55% with the block's geometry above. (3) 200 episodes, 30 epochs, random
 shifts (40% without). Noise injection into the demonstrations (DART-style: perturbed executed actions,
-clean labels) did not help at these data sizes and is not used.
+clean labels) did not help at these data sizes and is not used. (These were small exploratory runs; the
+full runs gave the oracle 4/20 (2 seeds x 10 episodes) and 32/75 (3 seeds x 25): docs/planning.md, session 6.)
 
 All learned policies are trained with --seeds seeds (network init, label subset); evaluation episodes
 are the same for every policy. Success rates carry 95% Wilson intervals over all seeds' episodes,
@@ -55,7 +56,7 @@ distances 95% bootstrap intervals.
 
 --out gets report.md, metrics.json, success.png (success vs labels, Figure-15 style), distance.png,
 latent_actions.png (what each latent means in robot actions), episodes.gif (closed-loop episodes);
-the same go to MLflow (training/tracking.py), artifacts under `agents/`.
+the same go to MLflow (genie_robot/artifacts/tracking.py), artifacts under `agents/`.
 """
 
 from __future__ import annotations
