@@ -3,21 +3,26 @@
 Each module listed below owns its subcommand through `register_cli(subparsers)`, which adds a parser
 and sets `func(args) -> int | None`. Modules keep heavy imports (torch, MuJoCo, MLflow) inside their
 functions so that `genie-robot --help` stays fast.
+
+The trainer's subcommands (`train`, `ablate`) are not named here: the library never imports
+`training/`. They come in as plugins, the modules pyproject.toml lists under the entry-point group
+`genie_robot.commands`, so an install without the trainer simply has no `train` subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
-# Order here is the order in `genie-robot --help`: data -> training -> evaluation -> runtime.
+PLUGIN_GROUP = "genie_robot.commands"  # entry points: name = module with register_cli (pyproject.toml)
+
+# Order here is the order in `genie-robot --help`: data -> (plugins: training) -> evaluation -> runtime.
 COMMAND_MODULES = [
     "genie_robot.data.sim.simulate",  # simulate
     "genie_robot.data.convert.cli",  # convert rlds|video|rosbag
     "genie_robot.data.info",  # info
-    "training.train",  # train tokenizer|dynamics
-    "training.ablate",  # ablate (the paper's ablations, docs/ablations.md)
     "genie_robot.eval.report",  # eval
     "genie_robot.runtime.export",  # export
     "genie_robot.play",  # play
@@ -32,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Genie world model for robot manipulation: data, training, export, rollouts.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    # the plugins' entry points are numbered ("1-train", "2-ablate") only to keep their help order
+    plugins = [ep.value for ep in sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name)]
+    after_data = COMMAND_MODULES.index("genie_robot.data.info") + 1
+    for name in COMMAND_MODULES[:after_data] + plugins + COMMAND_MODULES[after_data:]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
