@@ -794,7 +794,18 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
                     tqdm.write(f"{stage.name}: stopped by {stop.name or 'a signal on another rank'} after step {step}; "
                                f"checkpoint saved in {run_dir}: continue with --resume")
                 raise KeyboardInterrupt
-            validate_and_preview(step, final=step == cfg.max_steps)
+            try:
+                validate_and_preview(step, final=step == cfg.max_steps)
+            except Exception:
+                # a bug or a bad clip in a monitor or preview must not cost the steps since the last
+                # checkpoint: the weights themselves are sound (the loss was finite), keep them first
+                if last_saved != step:
+                    save(step)
+                    last_saved = step
+                    if info.is_main:
+                        tqdm.write(f"{stage.name}: validation failed after step {step}; checkpoint saved in "
+                                   f"{run_dir}: fix the error below, then continue with --resume")
+                raise
             if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
                 save(step)
                 last_saved = step

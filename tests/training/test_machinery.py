@@ -248,6 +248,24 @@ def test_tiny_run_logs_to_mlflow_and_checkpoints(tmp_path):
         train(cfg, tiny_run.tiny_stage(), tiny_run.SyntheticWindows(), None)
 
 
+def test_a_failing_monitor_keeps_the_steps_it_interrupts(tmp_path):
+    """Nothing lost on a crash: an error in held-out validation (a monitor, a preview) ends the run, but
+    only after a checkpoint of the step it interrupted, from which --resume goes on."""
+    cfg = tiny_run.tiny_config(tmp_path / "run", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", ckpt_every=100)
+    stage = tiny_run.tiny_stage()
+
+    def broken_monitor(model, val_set, device):
+        raise RuntimeError("monitor bug")
+
+    stage.monitor = broken_monitor
+    with pytest.raises(RuntimeError, match="monitor bug"):
+        train(cfg, stage, tiny_run.SyntheticWindows(), tiny_run.SyntheticWindows(seed=99))
+    assert [p.name for p in ckpt_io.list_checkpoints(tmp_path / "run")] == ["step_00000005"]  # val_every=5
+    final = train(cfg, tiny_run.tiny_stage(), tiny_run.SyntheticWindows(), tiny_run.SyntheticWindows(seed=99),
+                  resume="auto")
+    assert final.name == "step_00000012"
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "training" / "configs").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_example_configs_load(path):
