@@ -63,9 +63,7 @@ def rollout(args: argparse.Namespace) -> int:
     wm = WorldModel.load(args.model, backend=args.backend, providers=args.providers, steps=args.steps, seed=args.seed)
     if args.frames < args.prompt_frames + 1:
         raise ValueError(f"--frames {args.frames} leaves nothing to imagine after {args.prompt_frames} prompt frame(s)")
-    from genie_robot.runtime import bundle, default_model
-
-    stride = args.stride or int(bundle.read_manifest(default_model.resolve(args.model)).get("frame_stride", 1))
+    stride = args.stride or wm.frame_stride
     clip = wm.prepare_frames(real_clip(args, wm.resolution, stride), "real clip")[0]  # (T, H, W, 3)
     T, P = clip.shape[0], args.prompt_frames
     inferred = wm.infer_actions(clip[None])[0]  # (T-1,) transition t -> t+1

@@ -50,7 +50,8 @@ PARAMETERS = {
     "seed": (0, "sampling seed: the same prompt, actions and seed give the same frames"),
     "context": (0, "expected dynamics context in frames (fixed by the exported graphs' caches); 0 = any. "
                 "A mismatch stops the node: re-export the bundle to change it"),
-    "fps": (10.0, "frame rate the model was trained at: imagined frame k is stamped prompt stamp + k / fps"),
+    "fps": (0.0, "imagined frame k is stamped prompt stamp + k / fps; 0 = the model's own rate (1 / its "
+                 "step_seconds: frame_stride frames of its training video), 10 if the model does not record it"),
     "frame_id": ("genie_imagined_camera", "header.frame_id of imagined images"),
     "publish_prompt": (True, "after a reset, publish the prompt as the model sees it (frame 0, the prompt's stamp)"),
     "output_encoding": ("rgb8", "encoding of ~/imagined_image and rollout frames: rgb8 or bgr8"),
@@ -119,6 +120,12 @@ class WorldModelNode(Node):
         if p["output_encoding"] not in OUTPUT_ENCODINGS:
             raise ValueError(f"output_encoding {p['output_encoding']!r}: use one of {', '.join(OUTPUT_ENCODINGS)}")
         self.model = model if model is not None else load_model(p)
+        if p["fps"] <= 0:  # the model knows what one of its steps is
+            step_s = getattr(self.model, "step_seconds", None)
+            p["fps"] = 1.0 / step_s if step_s else 10.0
+            if not step_s:
+                self.get_logger().warning("the model does not record its training video's frame rate: stamping "
+                                          "imagined frames at 10 fps; set -p fps:=RATE for the right stamps")
         self.world = Imagination(self.model, fps=p["fps"], on_frame=self._publish_frame, mode=p["mode"],
                                  publish_prompt=p["publish_prompt"],
                                  rate_hz=p["rate_hz"], queue_size=p["queue_size"])
@@ -154,7 +161,7 @@ class WorldModelNode(Node):
                 log.warning("diagnostic_msgs is not installed: no /diagnostics (pip install ros-jazzy-diagnostic-msgs)")
         H, W = self.model.resolution
         log.info(f"world model {p['model'] or '(given)'} on {self.model.provider}: {W}x{H}, "
-                 f"{self.model.num_actions} latent actions, mode {p['mode']}, fps {p['fps']}; "
+                 f"{self.model.num_actions} latent actions, mode {p['mode']}, fps {p['fps']:.4g}; "
                  f"waiting for a prompt on {self.resolve_topic_name('~/prompt')}"
                  + (f" or {p['camera_topic']}" if p["camera_topic"] else ""))
 

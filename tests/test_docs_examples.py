@@ -63,7 +63,7 @@ TINY: dict[str, dict[str, str]] = {
     "rollout": {"--frames": "6"},
     "plan-eval": {"--episodes": "1", "--horizon": "2", "--samples": "4", "--elites": "2", "--iterations": "1",
                   "--random": "2", "--eval-rollouts": "1", "--frames": "6"},
-    "agents": {"--labels": "5", "--seeds": "1", "--maps": "table", "--expert-episodes": "2", "--eval-episodes": "1",
+    "agents": {"--labels": "3", "--seeds": "1", "--maps": "table", "--expert-episodes": "2", "--eval-episodes": "1",
                "--steps": "12", "--epochs": "1"},
 }
 STAND_INS = {"default": "the README's tiny run, exported without ONNX graphs (used with --backend torch)"}

@@ -323,6 +323,8 @@ def resolve_model_config(cfg: TrainConfig):
         for key, value in linked.items():
             if dyn[key] == base["dynamics"][key]:
                 dyn[key] = value
+        # what a model step is, recorded with the model (its stores' fps is added by build_datasets)
+        d["data"] = {"frame_stride": cfg.frame_stride, "val_fraction": cfg.val_fraction}
         return GenieConfig.from_dict(d)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model config: {exc}") from None
@@ -465,11 +467,13 @@ def build_datasets(cfg: TrainConfig, stage: Stage):
         raise ConfigError("no stores given: pass --store PATH (repeat for several; PATH:WEIGHT to weight them)")
     span = (stage.window - 1) * cfg.frame_stride + 1  # frames one window covers
     splits = ["train", "val"] if cfg.val_fraction > 0 else ["all"]
+    fps = set()
     for path in cfg.stores:
         try:
             store = EpisodeStore.open(path)
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
+        fps.add(store.fps)
         res = stage.resolution
         if res is not None and tuple(store.resolution) != tuple(res):
             raise ConfigError(
@@ -496,6 +500,8 @@ def build_datasets(cfg: TrainConfig, stage: Stage):
                     "frames); use a shorter window (--set window=N) or longer/more episodes"
                     + ("; or train without validation: --set val_fraction=0" if split == "val" else "")
                 )
+    if "data" in stage.model_config:  # a Genie model records its video's frame rate (0: stores disagree)
+        stage.model_config["data"]["fps"] = fps.pop() if len(fps) == 1 else 0.0
     common = dict(window=stage.window, stride=cfg.frame_stride, val_fraction=cfg.val_fraction,
                   seed=cfg.seed, weights=cfg.store_weights)
     try:
@@ -542,7 +548,12 @@ def _resume_config_check(path: Path, cfg: TrainConfig, allow: bool) -> dict:
 
 
 def _model_check(saved: dict, stage: Stage, cfg: TrainConfig, path: Path) -> None:
-    if _normalised(saved.get("model") or {}) != stage.model_config or saved.get("stage") != stage.name:
+    saved_model = dict(saved.get("model") or {})
+    if "data" not in saved_model and "data" in stage.model_config:
+        # a run from before the model recorded its data facts: they follow from the training config,
+        # whose changes _resume_config_check has already judged
+        saved_model["data"] = stage.model_config["data"]
+    if _normalised(saved_model) != stage.model_config or saved.get("stage") != stage.name:
         raise ConfigError(
             f"cannot resume from {path}: it was trained with another model config or stage; "
             "resume with the same --preset/--set model.* (or start a new --run-dir)"

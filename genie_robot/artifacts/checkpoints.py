@@ -260,3 +260,18 @@ def load_weights(path: str | Path, *, ema: bool = False, map_location: str = "cp
     ckpt = load_checkpoint(path, with_state=False, map_location=map_location)
     weights = ckpt.ema if (ema and ckpt.ema is not None) else ckpt.weights
     return weights, ckpt.config
+
+
+def genie_config(config: dict):
+    """The GenieConfig of a saved checkpoint config ({"model": ..., "train": ...}), the one way every
+    reader builds it: a checkpoint written before the model recorded its data facts (`data`) gets them
+    from its training config (frame_stride, val_fraction; fps unknown)."""
+    from genie_robot.models.configs import GenieConfig
+
+    model = dict(config["model"])
+    if "data" not in model:
+        train = config.get("train") or {}
+        model["data"] = {"frame_stride": int(train.get("frame_stride", 1)),
+                         "val_fraction": float(train.get("val_fraction", 0.1))}
+    return GenieConfig.from_dict(model)
+

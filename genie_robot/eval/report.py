@@ -42,7 +42,6 @@ def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True,
     import torch
 
     from genie_robot.artifacts import checkpoints as ckpt_io
-    from genie_robot.models.configs import GenieConfig
     from genie_robot.models.genie import Genie
 
     try:
@@ -52,7 +51,7 @@ def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True,
     if config.get("stage") != "dynamics":
         raise EvalError(f"--dynamics {dynamics} is a {config.get('stage')!r} checkpoint; pass a stage-2 "
                         "(`genie-robot train dynamics`) run")
-    genie = Genie(GenieConfig.from_dict(config["model"]))
+    genie = Genie(ckpt_io.genie_config(config))
     try:
         genie.load_state_dict(weights)
     except RuntimeError as exc:
@@ -524,14 +523,11 @@ def run_cli(args: argparse.Namespace) -> int:
             except (FileNotFoundError, bundle.BundleError) as exc:
                 raise EvalError(f"--model {args.model}: {exc}") from None
             genie = genie.to(device).requires_grad_(False)
-            manifest = bundle.read_manifest(default_model.resolve(args.model))
-            config = {"train": {"val_fraction": 0.1,  # the trainer's default split
-                                "frame_stride": manifest.get("frame_stride", 1)}}
         else:
-            genie, config = load_genie(args.dynamics, args.tokenizer, ema=not args.no_ema, device=device)
+            genie, _ = load_genie(args.dynamics, args.tokenizer, ema=not args.no_ema, device=device)
         frames = args.frames or genie.cfg.lam.context
-        val_fraction = float(config.get("train", {}).get("val_fraction", 0.1))
-        stride = args.stride or int(config.get("train", {}).get("frame_stride", 1))  # the training run's
+        val_fraction = genie.cfg.data.val_fraction  # the model's own split and frame stride
+        stride = args.stride or genie.cfg.data.frame_stride
         data = load_clips(args.store, resolution=tuple(genie.cfg.tokenizer.resolution), frames=frames,
                           split=args.split, episodes=args.episodes, val_fraction=val_fraction, stride=stride)
         store = data["store"]

@@ -211,11 +211,35 @@ class DynamicsConfig:
 
 
 @dataclass
+class DataConfig:
+    """Facts of the video a model was trained on, which everyone who runs it needs: one model step is
+    `frame_stride` store frames of video recorded at `fps`, so imagined frames are `step_seconds` apart;
+    the held-out episodes are the last `val_fraction` of every store (genie_robot.data.windows). The
+    trainer records them; bundles and checkpoints made before they were recorded read them from their
+    manifest or training config (artifacts.checkpoints.genie_config, runtime.bundle.read_config)."""
+
+    frame_stride: int = 1
+    fps: float = 0.0  # 0: not recorded
+    val_fraction: float = 0.1
+
+    def __post_init__(self):
+        if self.frame_stride < 1 or self.fps < 0 or not 0 <= self.val_fraction < 1:
+            raise ValueError(f"data: frame_stride must be >= 1, fps >= 0 (0 = unknown) and val_fraction in [0, 1), "
+                             f"got {self.frame_stride}, {self.fps}, {self.val_fraction}")
+
+    @property
+    def step_seconds(self) -> float | None:
+        """Seconds between consecutive model frames, None when the fps was not recorded."""
+        return self.frame_stride / self.fps if self.fps > 0 else None
+
+
+@dataclass
 class GenieConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lam: LatentActionConfig = field(default_factory=LatentActionConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     name: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self):
         t, a, d = self.tokenizer, self.lam, self.dynamics
@@ -491,5 +515,5 @@ def _from_dict(cls, d: dict):
 
 __all__ = [
     "TransformerConfig", "QuantizerConfig", "TokenizerConfig", "LatentActionConfig", "DynamicsConfig",
-    "GenieConfig", "link_dynamics", "preset", "model_cost",
+    "DataConfig", "GenieConfig", "link_dynamics", "preset", "model_cost",
 ]

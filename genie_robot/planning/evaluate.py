@@ -57,11 +57,11 @@ def check_held_out(seed: int, episodes: int) -> None:
 
 
 def model_stride(model: str) -> int:
-    """The bundle's training frame stride (`frame_stride` in manifest.json; 1 where it is absent): one
-    model step is this many source frames."""
+    """The bundle's training frame stride (its config's `data.frame_stride`, models.configs.DataConfig):
+    one model step is this many source frames."""
     from genie_robot.runtime import bundle, default_model
 
-    return int(bundle.read_manifest(default_model.resolve(model)).get("frame_stride", 1))
+    return bundle.read_config(default_model.resolve(model)).data.frame_stride
 
 
 def check_stride(stride: int) -> int:

@@ -107,7 +107,9 @@ def _umask() -> int:
 
 
 def read_config(bundle_dir: str | Path):
-    """GenieConfig of a bundle, checked against the manifest's copy."""
+    """GenieConfig of a bundle, checked against the manifest's copy. A bundle exported before the model
+    config recorded its data facts (`data`: frame stride, fps, split) gets its frame stride from the
+    manifest, where exports of that time kept it (fps unknown, the trainer's default split)."""
     from genie_robot.models.configs import GenieConfig
 
     d = Path(bundle_dir)
@@ -117,6 +119,8 @@ def read_config(bundle_dir: str | Path):
     if manifest.get("config") != config:
         raise BundleError(f"{d / CONFIG} differs from the config recorded in {d / MANIFEST}: the bundle was "
                           f"edited or assembled from two exports; re-export with `{EXPORT_HINT.format(dir=d)}`")
+    if "data" not in config:
+        config = {**config, "data": {"frame_stride": int(manifest.get("frame_stride", 1))}}
     try:
         return GenieConfig.from_dict(config)
     except (TypeError, ValueError) as exc:

@@ -50,7 +50,6 @@ def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool =
     `sources`: {role: {"path", "step", "sha256": {file: hash}}} for the manifest.
     """
     from genie_robot.artifacts import checkpoints as ckpt_io
-    from genie_robot.models.configs import GenieConfig
     from genie_robot.models.genie import Genie
     from genie_robot.runtime.bundle import sha256
 
@@ -70,15 +69,14 @@ def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool =
         return ck, weights, source
 
     ck, weights, src = load(dynamics, "dynamics", "dynamics")
-    cfg = GenieConfig.from_dict(ck.config["model"])
+    cfg = ckpt_io.genie_config(ck.config)
     genie = Genie(cfg)
     try:
         genie.load_state_dict(weights)
     except RuntimeError as exc:
         raise ExportError(f"{ck.path} does not fit this version of Genie ({exc}); retrain with this code") from None
     sources = {"dynamics": src}
-    # the training run's frame subsampling: rollouts imagine frames this many store frames apart
-    src["frame_stride"] = int(ck.config.get("train", {}).get("frame_stride", 1))
+    src["frame_stride"] = cfg.data.frame_stride  # provenance; readers take config.json's data
     run_id = (ck.state or {}).get("mlflow_run_id")
     if tokenizer is not None:
         tck, tweights, tsrc = load(tokenizer, "tokenizer", "tokenizer")
@@ -249,7 +247,7 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
         manifest = bundle.write_manifest(
             tmp, config=cfg_dict, preset=genie.cfg.name, opset=opset if onnx else None, graphs=shapes,
             precision=precision, **({"quantization": quantization} if quantization else {}),
-            frame_stride=sources["dynamics"]["frame_stride"], sampling_overrides=sampling,
+            sampling_overrides=sampling,
             sources=sources, mlflow_run_id=run_id, torch_version=torch.__version__, onnx_version=onnx_lib.__version__,
             model_cost={"total_params": cost["total"]["params"], "flops_per_frame": cost["total"]["flops_per_frame"]},
         )

@@ -13,6 +13,7 @@ rollout gives the same tokens on either.
     actions_BT1 = wm.infer_actions(video_BTHW3)         # latent actions of real video (the LAM)
     recon_BTHW3 = wm.decode(wm.encode(video_BTHW3))     # the tokenizer's reconstruction
     wm.precision                                        # "fp32" | "int8" (`genie-robot export --precision`)
+    wm.frame_stride, wm.fps, wm.step_seconds            # one model step: frame_stride frames of fps video
 
 Memory is constant over any rollout length: caches hold the last `context` frames in a ring.
 Shapes: B batch, T frames, H, W pixels, N tokens per frame, V vocabulary.
@@ -90,6 +91,9 @@ class WorldModel:
         self.action_dim = d.action_dim
         self.num_tokens, self.vocab_size, self.mask_id = d.num_tokens, d.vocab_size, d.vocab_size
         self.context = d.context
+        # what one model step is (models.configs.DataConfig): `frame_stride` frames of video recorded at
+        # `fps` (0 = not recorded), so imagined frames are `step_seconds` apart (None when unknown)
+        self.frame_stride, self.fps, self.step_seconds = cfg.data.frame_stride, cfg.data.fps, cfg.data.step_seconds
         self._cache_shapes = cache_shapes(cfg)
 
     @property

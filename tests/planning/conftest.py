@@ -12,7 +12,8 @@ import pytest
 
 def export_tiny(root, onnx: bool, seed: int = 0, frame_stride: int | None = None) -> str:
     """A tiny bundle through the real export; frame_stride: the training run's `train.frame_stride`
-    (recorded in the manifest by the export), None = a config without the key, as before strides."""
+    (which the trainer also records in the model config's data), None = configs without either, as
+    checkpoints from before strides."""
     import torch
 
     from genie_robot.artifacts import checkpoints
@@ -26,10 +27,12 @@ def export_tiny(root, onnx: bool, seed: int = 0, frame_stride: int | None = None
         genie = Genie(preset("tiny"))
         with torch.no_grad():
             genie.dynamics.action_table.copy_(genie.lam.action_embeddings())
-        train = {"preset": "tiny", "model": {}}
+        train, model = {"preset": "tiny", "model": {}}, genie.cfg.to_dict()
         if frame_stride is not None:
-            train["frame_stride"] = frame_stride
-        config = {"train": train, "model": genie.cfg.to_dict(), "stage": "dynamics"}
+            train["frame_stride"] = model["data"]["frame_stride"] = frame_stride
+        else:
+            del model["data"]
+        config = {"train": train, "model": model, "stage": "dynamics"}
         checkpoints.save_checkpoint(root / "dynamics", 1, weights=genie.state_dict(), config=config,
                                     state={"step": 1, "mlflow_run_id": None})
         out, _, _ = export_bundle(str(root / "dynamics"), root / "bundle", onnx=onnx)

@@ -105,12 +105,22 @@ def test_model_stride_is_the_bundles_training_frame_stride(tiny_bundle, stride2_
 
     assert model_stride(stride2_bundle) == 2
     assert model_stride(tiny_bundle) == 1
-    old = tmp_path / "old_bundle"  # a bundle exported before strides: no key means every frame
-    old.mkdir()
-    manifest = json.loads((Path(tiny_bundle) / MANIFEST).read_text())
-    manifest.pop("frame_stride", None)
-    (old / MANIFEST).write_text(json.dumps(manifest))
-    assert model_stride(old) == 1
+    # bundles exported before the config recorded its data: the manifest's frame_stride, or every frame
+    # for those from before strides
+    from genie_robot.runtime.bundle import CONFIG
+
+    config = json.loads((Path(tiny_bundle) / CONFIG).read_text())
+    del config["data"]
+    for key, want in ((None, 1), (3, 3)):
+        old = tmp_path / f"old_bundle_{want}"
+        old.mkdir()
+        manifest = json.loads((Path(tiny_bundle) / MANIFEST).read_text())
+        manifest["config"] = config
+        if key is not None:
+            manifest["frame_stride"] = key
+        (old / CONFIG).write_text(json.dumps(config))
+        (old / MANIFEST).write_text(json.dumps(manifest))
+        assert model_stride(old) == want
 
 
 def test_store_episodes_at_stride_put_the_goal_h_times_stride_frames_later(wm0, tiny_store):

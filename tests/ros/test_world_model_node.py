@@ -216,12 +216,12 @@ def test_the_executable_runs_as_its_own_process(ros, tiny_bundle):
         send_prompt(ros, frames, prompt, image())
         action.publish(UInt8(data=3))
         (msg,) = ros.take(frames, 1)
-        assert ns(msg) == STAMP_NS + round(1e9 / 10.0)  # default fps 10
+        assert ns(msg) == STAMP_NS + round(1e9 / 10.0)  # the tiny model records no fps: 10
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
-    assert "world model" in out
+    assert "world model" in out and "does not record its training video's frame rate" in out
 
 
 @pytest.mark.timeout(400)  # the ONNX export of the fixture, on a busy machine
@@ -270,3 +270,18 @@ def test_the_executable_refuses_a_corrupt_bundle_naming_the_file(tiny_bundle, tm
     assert proc.returncode == 2, proc.stderr
     assert "cannot start" in proc.stderr and "weights.safetensors does not match the sha256" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_stamps_follow_the_models_own_step_when_fps_is_left_at_0(ros, tiny_bundle):
+    """A model that records its data (DataConfig: frame_stride frames at fps) sets the stamps itself:
+    the simulator's 25 fps video every 3rd frame is 0.12 s a model step, not the 0.1 of a guessed 10 fps."""
+    from genie_robot.runtime.world_model import WorldModel
+
+    wm = WorldModel.load(tiny_bundle, backend="torch")
+    wm.frame_stride, wm.fps, wm.step_seconds = 3, 25.0, 3 / 25.0  # as a bundle with data facts loads
+    node = WorldModelNode(model=wm, namespace=ros.ns, context=ros.context)
+    try:
+        assert node.world.fps == 1 / 0.12
+    finally:
+        node.destroy_node()
+

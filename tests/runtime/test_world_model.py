@@ -163,3 +163,17 @@ def test_broken_bundles_name_the_file_and_the_fix(tiny_export, tmp_path):
     (other / "config.json").write_text(json.dumps(preset("tiny").to_dict()))
     with pytest.raises(BundleError, match="differs from the config recorded"):
         WorldModel.load(other)
+
+
+def test_the_model_says_what_one_of_its_steps_is(tmp_path, monkeypatch):
+    """frame_stride, fps and step_seconds come from the bundle's config (DataConfig); a bundle exported
+    before the config recorded them keeps its manifest's frame stride, fps unknown."""
+    from pathlib import Path
+
+    old = Path(__file__).resolve().parents[1] / "data" / "formats" / "tiny_bundle"  # recorded before DataConfig
+    wm = WorldModel.load(old, backend="onnx", threads=1)
+    assert (wm.frame_stride, wm.fps, wm.step_seconds) == (1, 0.0, None)
+    monkeypatch.setenv("GENIE_ROBOT_CACHE", str(tmp_path))
+    wm = WorldModel.load("default", backend="torch")
+    assert (wm.frame_stride, wm.fps) == (3, 25.0) and abs(wm.step_seconds - 0.12) < 1e-12
+

@@ -248,6 +248,18 @@ def test_tiny_run_logs_to_mlflow_and_checkpoints(tmp_path):
         train(cfg, tiny_run.tiny_stage(), tiny_run.SyntheticWindows(), None)
 
 
+def test_a_checkpoint_from_before_the_data_facts_gets_them_from_its_training_config():
+    from genie_robot.models import preset
+    from genie_robot.models.configs import DataConfig
+
+    model = preset("tiny").to_dict()
+    del model["data"]  # as the trainer wrote model configs before DataConfig
+    cfg = ckpt_io.genie_config({"model": model, "train": {"frame_stride": 3, "val_fraction": 0.2}})
+    assert cfg.data == DataConfig(frame_stride=3, fps=0.0, val_fraction=0.2) and cfg.data.step_seconds is None
+    model["data"] = {"frame_stride": 2, "fps": 20.0, "val_fraction": 0.1}  # recorded: it wins
+    assert ckpt_io.genie_config({"model": model, "train": {"frame_stride": 3}}).data.step_seconds == 0.1
+
+
 def test_a_failing_monitor_keeps_the_steps_it_interrupts(tmp_path):
     """Nothing lost on a crash: an error in held-out validation (a monitor, a preview) ends the run, but
     only after a checkpoint of the step it interrupted, from which --resume goes on."""

@@ -112,6 +112,9 @@ def test_dynamics_with_a_frozen_lam_leaves_it_unchanged(runs, monkeypatch):
     keys = set(run.data.metrics)
     assert {"train/dynamics/loss", "monitor/delta_psnr_4", "monitor/gen_psnr_4", "monitor/perplexity"} <= keys
     assert not any(k.startswith(("train/lam/", "val/lam/")) for k in keys), keys  # the LAM did not train
+    # the model records what one of its steps is: the run's frame stride and split, the store's fps
+    _, config = ckpt_io.load_weights(root / "runs/dyn-lam")
+    assert config["model"]["data"] == {"frame_stride": 1, "fps": 10.0, "val_fraction": 0.1}
 
 
 def test_a_lam_of_another_config_is_refused_with_a_message(runs, monkeypatch, capsys):
