@@ -344,19 +344,17 @@ def _plain(d: dict, cls) -> dict:
     return out
 
 
-def _load_frozen(path_spec: str, stage_name: str, ema: bool, ours: dict, what: str, train_cmd: str):
+def _load_frozen(path_spec: str, stage_name: str, ema: bool, ours: dict, what: str):
     """Weights of a finished `train <stage_name>` run whose `what` part of the model config equals
     `ours` -> state dict. Raises ConfigError naming the fix."""
     try:
-        path = ckpt_io.resolve_checkpoint(path_spec, with_state=False)
-        weights, config = ckpt_io.load_weights(path, ema=ema)
+        ck = ckpt_io.load_stage(path_spec, stage_name, what=f"{what} checkpoint")
     except FileNotFoundError as exc:
-        raise ConfigError(f"{what} checkpoint missing: {exc}; train one with `{train_cmd}`") from None
+        raise ConfigError(str(exc).replace(" checkpoint: ", " checkpoint missing: ", 1)) from None
     except ckpt_io.CheckpointError as exc:
-        raise ConfigError(f"{what} checkpoint: {exc}") from None
-    if config.get("stage") != stage_name:
-        raise ConfigError(f"{path} is a {config.get('stage')!r} checkpoint, not a {stage_name} one; "
-                          f"pass a `{train_cmd}` run")
+        raise ConfigError(str(exc)) from None
+    path, config = ck.path, ck.config
+    weights = ck.ema if (ema and ck.ema is not None) else ck.weights
     theirs, mine = flatten(_normalised(config["model"])[what]), flatten(ours)
     if theirs != mine:
         diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)}
@@ -417,7 +415,7 @@ def build_stage(cfg: TrainConfig) -> Stage:
         )
     # EMA weights when stage 1 kept them, unless tokenizer_weights="raw"
     path, tok_weights = _load_frozen(cfg.tokenizer, "tokenizer", cfg.tokenizer_weights == "ema",
-                                     cfg_dict["tokenizer"], "tokenizer", "genie-robot train tokenizer")
+                                     cfg_dict["tokenizer"], "tokenizer")
     genie = Genie(model_cfg)
     try:
         genie.tokenizer.load_state_dict(tok_weights)
@@ -428,8 +426,7 @@ def build_stage(cfg: TrainConfig) -> Stage:
     frozen = [genie.tokenizer]
     ground_truth = model_cfg.dynamics.action_source == "ground_truth"
     if cfg.lam and not ground_truth:
-        _, lam_weights = _load_frozen(cfg.lam, "lam", cfg.lam_weights == "ema", cfg_dict["lam"], "lam",
-                                      "genie-robot train lam")
+        _, lam_weights = _load_frozen(cfg.lam, "lam", cfg.lam_weights == "ema", cfg_dict["lam"], "lam")
         try:
             genie.lam.load_state_dict(lam_weights)
         except RuntimeError as exc:

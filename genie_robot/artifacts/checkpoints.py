@@ -23,6 +23,7 @@ run dir with none intact, is a CheckpointError naming the files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -274,4 +275,57 @@ def genie_config(config: dict):
         model["data"] = {"frame_stride": int(train.get("frame_stride", 1)),
                          "val_fraction": float(train.get("val_fraction", 0.1))}
     return GenieConfig.from_dict(model)
+
+
+STAGE_COMMANDS = {"tokenizer": "genie-robot train tokenizer", "lam": "genie-robot train lam",
+                  "dynamics": "genie-robot train dynamics"}
+
+
+def load_stage(path: str | Path, stage: str, *, what: str | None = None, with_state: bool = False) -> Checkpoint:
+    """The checkpoint of a `train <stage>` run (a run dir: its newest intact checkpoint, or a checkpoint
+    dir). A missing one is a FileNotFoundError naming the command that makes it; one of another stage a
+    CheckpointError. `what`: how the caller's user named it (a flag), for the messages."""
+    what = what or f"{stage} checkpoint"
+    try:
+        ck = load_checkpoint(path, with_state=with_state)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{what}: {exc}; train one with `{STAGE_COMMANDS[stage]}`") from None
+    if ck.config.get("stage") != stage:
+        raise CheckpointError(f"{what}: {ck.path} is a {ck.config.get('stage')!r} checkpoint, not a {stage} one; "
+                              f"pass a `{STAGE_COMMANDS[stage]}` run")
+    return ck
+
+
+def load_genie(dynamics: str | Path, tokenizer: str | Path | None = None, *, ema: bool = True):
+    """The one loader of a Genie from training output: a stage-2 run or checkpoint (tokenizer + LAM +
+    dynamics), its tokenizer optionally replaced by a stage-1 run's (same tokenizer config required).
+    EMA weights where the checkpoints hold them and `ema`. -> (Genie in eval mode on the CPU,
+    {"dynamics": Checkpoint, "tokenizer": Checkpoint}), the checkpoints for provenance.
+    Bundles are loaded by genie_robot.runtime.bundle.load_genie."""
+    from genie_robot.models.genie import Genie
+
+    def pick(ck: Checkpoint) -> dict:
+        return ck.ema if (ema and ck.ema is not None) else ck.weights
+
+    ck = load_stage(dynamics, "dynamics", what="--dynamics", with_state=True)
+    cfg = genie_config(ck.config)
+    genie = Genie(cfg)
+    try:
+        genie.load_state_dict(pick(ck))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{ck.path} does not fit this version of Genie ({exc}); retrain with this code") from None
+    used = {"dynamics": ck}
+    if tokenizer is not None:
+        tck = load_stage(tokenizer, "tokenizer", what="--tokenizer")
+        from genie_robot.models.configs import TokenizerConfig, config_from_dict
+
+        theirs = config_from_dict(TokenizerConfig, tck.config["model"]["tokenizer"])
+        if theirs != cfg.tokenizer:
+            a, b = dataclasses.asdict(theirs), dataclasses.asdict(cfg.tokenizer)
+            diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+            raise CheckpointError(f"tokenizer checkpoint {tck.path} has another tokenizer config than the dynamics "
+                                  f"checkpoint {ck.path}; differing fields (tokenizer, dynamics): {diff}")
+        genie.tokenizer.load_state_dict(pick(tck))
+        used["tokenizer"] = tck
+    return genie.eval(), used
 

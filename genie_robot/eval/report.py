@@ -36,39 +36,18 @@ class EvalError(RuntimeError):
 
 
 def load_genie(dynamics: str, tokenizer: str | None = None, *, ema: bool = True, device="cpu"):
-    """A Genie from a stage-2 checkpoint (a run dir or checkpoint dir), in eval mode; its tokenizer is
-    the one saved with it unless `tokenizer` (a stage-1 run/checkpoint) is given. EMA weights when
-    the checkpoints hold them and `ema`. Returns (genie, dynamics checkpoint config dict)."""
+    """A Genie from a stage-2 checkpoint (a run dir or checkpoint dir), in eval mode, optionally with a
+    stage-1 run's tokenizer (artifacts.checkpoints.load_genie). Returns (genie, dynamics checkpoint
+    config dict)."""
     import torch
 
     from genie_robot.artifacts import checkpoints as ckpt_io
-    from genie_robot.models.genie import Genie
 
     try:
-        weights, config = ckpt_io.load_weights(dynamics, ema=ema)
-    except (FileNotFoundError, ckpt_io.CheckpointError) as exc:
-        raise EvalError(f"--dynamics: {exc}") from None
-    if config.get("stage") != "dynamics":
-        raise EvalError(f"--dynamics {dynamics} is a {config.get('stage')!r} checkpoint; pass a stage-2 "
-                        "(`genie-robot train dynamics`) run")
-    genie = Genie(ckpt_io.genie_config(config))
-    try:
-        genie.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise EvalError(f"--dynamics {dynamics} does not fit this version of Genie ({exc})") from None
-    if tokenizer is not None:
-        try:
-            tok_weights, tok_config = ckpt_io.load_weights(tokenizer, ema=ema)
-        except (FileNotFoundError, ckpt_io.CheckpointError) as exc:
-            raise EvalError(f"--tokenizer: {exc}") from None
-        if tok_config.get("stage") != "tokenizer":
-            raise EvalError(f"--tokenizer {tokenizer} is a {tok_config.get('stage')!r} checkpoint, not a tokenizer")
-        from genie_robot.runtime.export import _tokenizer_dict
-
-        if _tokenizer_dict(tok_config["model"]) != _tokenizer_dict(config["model"]):
-            raise EvalError(f"--tokenizer {tokenizer} has another tokenizer config than the dynamics run was trained with")
-        genie.tokenizer.load_state_dict(tok_weights)
-    return genie.to(torch.device(device)).eval().requires_grad_(False), config
+        genie, used = ckpt_io.load_genie(dynamics, tokenizer, ema=ema)
+    except ckpt_io.CheckpointError as exc:
+        raise EvalError(str(exc)) from None
+    return genie.to(torch.device(device)).requires_grad_(False), used["dynamics"].config
 
 
 def load_clips(store_path: str, *, resolution: tuple[int, int], frames: int, split: str, episodes: int,

@@ -494,6 +494,12 @@ def _to_jsonable(x):
     return x
 
 
+def config_from_dict(cls, d: dict):
+    """A config dataclass (any of this module's) from its to_dict() form: nested configs built, lists
+    back to tuples, fields missing from `d` (saved before they existed) at their defaults."""
+    return _from_dict(cls, d)
+
+
 def _from_dict(cls, d: dict):
     if not isinstance(d, dict):
         raise TypeError(f"expected a dict for {cls.__name__}, got {type(d).__name__}")
@@ -515,5 +521,5 @@ def _from_dict(cls, d: dict):
 
 __all__ = [
     "TransformerConfig", "QuantizerConfig", "TokenizerConfig", "LatentActionConfig", "DynamicsConfig",
-    "DataConfig", "GenieConfig", "link_dynamics", "preset", "model_cost",
+    "DataConfig", "GenieConfig", "config_from_dict", "link_dynamics", "preset", "model_cost",
 ]

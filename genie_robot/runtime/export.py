@@ -44,62 +44,24 @@ class ExportError(ValueError):
 
 
 def load_checkpoints(dynamics: str, tokenizer: str | None = None, *, ema: bool = True):
-    """A Genie from a stage-2 checkpoint (tokenizer + LAM + dynamics), optionally with the tokenizer
-    weights of a stage-1 checkpoint. -> (genie, sources, mlflow_run_id).
+    """A Genie from a stage-2 checkpoint, optionally with the tokenizer of a stage-1 one
+    (artifacts.checkpoints.load_genie) -> (genie, sources, mlflow_run_id).
 
-    `sources`: {role: {"path", "step", "sha256": {file: hash}}} for the manifest.
-    """
+    `sources`: {role: {"path", "step", "sha256": {file: hash}, "weights"}} for the manifest."""
     from genie_robot.artifacts import checkpoints as ckpt_io
-    from genie_robot.models.genie import Genie
     from genie_robot.runtime.bundle import sha256
 
-    def load(path, role, stage):
-        try:
-            ck = ckpt_io.load_checkpoint(path, with_state=True)
-        except FileNotFoundError as exc:
-            cmd = "genie-robot train dynamics" if stage == "dynamics" else "genie-robot train tokenizer"
-            raise FileNotFoundError(f"{role} checkpoint: {exc}; train one with `{cmd}`") from None
-        if ck.config.get("stage") != stage:
-            raise ExportError(f"{ck.path} is a {ck.config.get('stage')!r} checkpoint, not a {stage} one "
-                              f"(--{role} takes a stage-{1 if stage == 'tokenizer' else 2} run dir or checkpoint)")
-        files = {f.name: sha256(f) for f in sorted(ck.path.glob("*.safetensors"))}
-        weights = ck.ema if (ema and ck.ema is not None) else ck.weights
-        source = {"path": str(ck.path.resolve()), "step": ck.step, "sha256": files,
-                  "weights": "ema.safetensors" if weights is ck.ema else "model.safetensors"}
-        return ck, weights, source
-
-    ck, weights, src = load(dynamics, "dynamics", "dynamics")
-    cfg = ckpt_io.genie_config(ck.config)
-    genie = Genie(cfg)
     try:
-        genie.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise ExportError(f"{ck.path} does not fit this version of Genie ({exc}); retrain with this code") from None
-    sources = {"dynamics": src}
-    src["frame_stride"] = cfg.data.frame_stride  # provenance; readers take config.json's data
-    run_id = (ck.state or {}).get("mlflow_run_id")
-    if tokenizer is not None:
-        tck, tweights, tsrc = load(tokenizer, "tokenizer", "tokenizer")
-        theirs = _tokenizer_dict(tck.config["model"])  # with the defaults of fields added since
-        ours = cfg.to_dict()["tokenizer"]
-        if theirs != ours:
-            diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)}
-            raise ExportError(f"tokenizer checkpoint {tck.path} has another tokenizer config than the dynamics "
-                              f"checkpoint {ck.path}; differing fields (tokenizer, dynamics): {diff}")
-        genie.tokenizer.load_state_dict(tweights)
-        sources["tokenizer"] = tsrc
-    return genie.eval(), sources, run_id
-
-
-def _tokenizer_dict(model_config: dict) -> dict:
-    """The tokenizer part of a saved model config, normalised through GenieConfig when it builds (so
-    that configs saved before a field existed compare equal), else as saved."""
-    from genie_robot.models.configs import GenieConfig
-
-    try:
-        return GenieConfig.from_dict(model_config).to_dict()["tokenizer"]
-    except (TypeError, ValueError, KeyError):
-        return model_config["tokenizer"]
+        genie, used = ckpt_io.load_genie(dynamics, tokenizer, ema=ema)
+    except ckpt_io.CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    sources = {}
+    for role, ck in used.items():
+        sources[role] = {"path": str(ck.path.resolve()), "step": ck.step,
+                         "sha256": {f.name: sha256(f) for f in sorted(ck.path.glob("*.safetensors"))},
+                         "weights": ckpt_io.EMA_WEIGHTS if (ema and ck.ema is not None) else ckpt_io.WEIGHTS}
+    sources["dynamics"]["frame_stride"] = genie.cfg.data.frame_stride  # provenance; readers take config.json
+    return genie, sources, (used["dynamics"].state or {}).get("mlflow_run_id")
 
 
 @contextlib.contextmanager
