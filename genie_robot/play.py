@@ -5,9 +5,9 @@ per key press), r resets to the prompt, s saves the session since the last reset
 quits. The prompt comes from a store episode (--store PATH --episode i), an image file (--image),
 or, by default, the MuJoCo simulator (genie_robot.data.sim.simulate.generate_episode).
 
-    genie-robot play --bundle bundles/cpu
-    genie-robot play --bundle bundles/cpu --store data/sim.zarr --episode 3 --prompt-frames 4
-    genie-robot play --bundle bundles/cpu --image first_frame.png --backend torch
+    genie-robot play --model bundles/cpu
+    genie-robot play --model bundles/cpu --store data/sim.zarr --episode 3 --prompt-frames 4
+    genie-robot play --model bundles/cpu --image first_frame.png --backend torch
 """
 
 from __future__ import annotations
@@ -75,10 +75,10 @@ def play(args: argparse.Namespace) -> int:
         print("error: play needs a display (DISPLAY is not set); on a headless machine run it under "
               "`xvfb-run genie-robot play ...`", file=sys.stderr)
         return 2
-    wm = WorldModel.load(args.bundle, backend=args.backend, providers=args.providers, steps=args.steps,
+    wm = WorldModel.load(args.model, backend=args.backend, providers=args.providers, steps=args.steps,
                          seed=args.seed)
     prompt = load_prompt(args, wm.resolution)
-    print(f"model {args.bundle} ({wm.provider}), {wm.num_actions} latent actions, MaskGIT {wm.steps} steps; "
+    print(f"model {args.model} ({wm.provider}), {wm.num_actions} latent actions, MaskGIT {wm.steps} steps; "
           f"prompt {prompt.shape[0]} frame(s)", flush=True)
     state = wm.reset(prompt)
     session = [state.last_frames_BHW3[0]]
@@ -121,8 +121,9 @@ def run_cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("play", help="drive the world model with the keyboard in a window",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", default="default",
-                   help="model bundle dir (from `genie-robot export`); default: the shipped model")
+    p.add_argument("--model", "--bundle", dest="model", default="default",
+                   help="model bundle dir (from `genie-robot export`); default: the shipped model. --bundle is the "
+                        "old name of this flag, as every other subcommand calls it --model")
     p.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     p.add_argument("--providers", default="auto", help="onnxruntime providers: auto, cpu or cuda")
     p.add_argument("--store", default=None, help="prompt from this episode store ...")

@@ -76,7 +76,7 @@ def test_play_shows_new_frames_on_action_keys_and_saves_a_gif(xvfb, tmp_path):
     save_image(np.stack([xx * 16, yy * 16, (xx + yy) * 8], -1).astype(np.uint8), tmp_path / "prompt.png")
     gif = tmp_path / "session.gif"
     play = subprocess.Popen(
-        [sys.executable, "-m", "genie_robot.cli", "play", "--bundle", str(bundle), "--backend", "torch",
+        [sys.executable, "-m", "genie_robot.cli", "play", "--model", str(bundle), "--backend", "torch",
          "--image", str(tmp_path / "prompt.png"), "--out", str(gif)],
         env=xvfb, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -58,7 +58,7 @@ def test_play_prints_no_qt_font_warnings(display, tmp_path):
     assert main(["export", "--dynamics", str(tmp_path / "run"), "--out", str(tmp_path / "bundle"), "--no-onnx"]) == 0
     save_image(np.full((16, 16, 3), 100, np.uint8), tmp_path / "prompt.png")
     play = subprocess.Popen(
-        [sys.executable, "-m", "genie_robot.cli", "play", "--bundle", str(tmp_path / "bundle"), "--backend", "torch",
+        [sys.executable, "-m", "genie_robot.cli", "play", "--model", str(tmp_path / "bundle"), "--backend", "torch",
          "--image", str(tmp_path / "prompt.png"), "--out", str(tmp_path / "s.gif")],
         env=display, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

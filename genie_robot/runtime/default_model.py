@@ -8,7 +8,7 @@ sha256, and later loads reuse them once every cached file still matches the sha2
 manifest (a corrupt cache is exported again, with a log line, instead of being served).
 
     WorldModel.load("default")                  # the shipped model, onnxruntime
-    genie-robot play                            # --bundle default
+    genie-robot play                            # --model default
     genie-world-model-node                      # -p model:=default
 
 Cache: $GENIE_ROBOT_CACHE, else $XDG_CACHE_HOME/genie-robot, else ~/.cache/genie-robot.
