@@ -94,10 +94,18 @@ def onnx_providers(requested: str | list[str] | None = None) -> list[str]:
     raise ValueError(f"unknown provider choice {requested!r}: use auto, cpu, cuda or a list of names")
 
 
-def configure_cpu_threads(num_threads: int | None = None) -> int:
-    """Use every core for intra-op work unless told otherwise (torch defaults can undercount in containers)."""
+def cpu_threads(requested: int | None = None, *, share: int = 1) -> int:
+    """The one rule for CPU threads, torch and onnxruntime alike: `requested` (a --threads flag, a node
+    parameter) when > 0, else $GENIE_NUM_THREADS, else every core divided among `share` processes on
+    this host (torch and onnxruntime defaults can undercount in containers)."""
+    return (requested or 0) if (requested or 0) > 0 else (
+        int(os.environ.get("GENIE_NUM_THREADS", "0")) or max(1, (os.cpu_count() or 1) // share))
+
+
+def configure_cpu_threads(num_threads: int | None = None, *, share: int = 1) -> int:
+    """Set torch's intra-op threads by `cpu_threads` -> the number set."""
     import torch
 
-    n = num_threads or int(os.environ.get("GENIE_NUM_THREADS", "0")) or (os.cpu_count() or 1)
+    n = cpu_threads(num_threads, share=share)
     torch.set_num_threads(n)
     return n

@@ -93,9 +93,9 @@ def load_model(p: dict):
         if p["device"]:
             kwargs["device"] = p["device"]
         if p["threads"] > 0:
-            import torch
+            from genie_robot.device import configure_cpu_threads
 
-            torch.set_num_threads(p["threads"])
+            configure_cpu_threads(p["threads"])
     if p["steps"] > 0:
         kwargs["steps"] = p["steps"]
     if p["temperature"] >= 0:

@@ -133,9 +133,7 @@ def setup_distributed(device_request: str) -> tuple[DistInfo, torch.device]:
         backend = "nccl"
     else:
         # Processes on one host share its cores.
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        threads = int(os.environ.get("GENIE_NUM_THREADS", "0")) or max(1, (os.cpu_count() or 1) // local_world)
-        torch.set_num_threads(threads)
+        configure_cpu_threads(share=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
         backend = "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)

@@ -124,7 +124,6 @@ def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0,
         raise ValueError(f"delta_psnr: expected uint8 clips (B, T>=2, H, W, 3), got {clips.dtype} {tuple(clips.shape)}")
     device = next(genie.parameters()).device
     clips = clips.to(device)
-    T = clips.shape[1]
     was_training = genie.training
     genie.eval()
     try:

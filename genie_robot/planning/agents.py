@@ -667,9 +667,9 @@ def run_cli(args: argparse.Namespace) -> int:
               f"got {args.labels!r}", file=sys.stderr)
         return 2
     try:
-        import torch
+        from genie_robot.device import configure_cpu_threads
 
-        torch.set_num_threads(max(1, args.threads or 1))
+        configure_cpu_threads(args.threads or 1)
         wm = WorldModel.load(args.model, backend=args.backend, threads=args.threads or None)
         from genie_robot.planning.evaluate import check_stride, model_stride
 

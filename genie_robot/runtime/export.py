@@ -112,7 +112,7 @@ def export_onnx(genie, out_dir: str | Path, opset: int = DEFAULT_OPSET, *, verbo
         raise ExportError(f"opset {opset} is too old: the dynamo exporter needs opset >= 18")
     cfg = genie.cfg
     B = 2  # example batch > 1, so the exporter does not specialise the batch axis to 1
-    t, a, d = cfg.tokenizer, cfg.lam, cfg.dynamics
+    t, d = cfg.tokenizer, cfg.dynamics
     H, W = t.resolution
     pos = torch.tensor(3, dtype=torch.long)
     kvs = {g: layer_views(torch.zeros((s[0], s[1], B) + s[3:])) for g, s in cache_shapes(cfg).items()}

@@ -13,7 +13,6 @@ CUDA with one is warned about.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -29,9 +28,11 @@ log = logging.getLogger(__name__)
 def session_options(threads: int | None = None):
     import onnxruntime as ort
 
+    from genie_robot.device import cpu_threads
+
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or int(os.environ.get("GENIE_NUM_THREADS", "0")) or (os.cpu_count() or 1)
+    opts.intra_op_num_threads = cpu_threads(threads)
     opts.inter_op_num_threads = 1
     # no busy-waiting between ops: on a shared CPU a spinning second thread made a pass 2x slower
     # (measured: 26 ms with spinning vs 13.5 ms without, cpu preset, batch 1, loaded 2-core machine)

@@ -22,7 +22,6 @@ Shapes: B batch, T frames, H, W pixels, N tokens per frame, V vocabulary.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
