@@ -65,15 +65,22 @@ def setup_logging(level: int = 20, *, others: int = 30) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def run_reporting_errors(job, args: argparse.Namespace) -> int:
-    """Run `job(args)` with this project's INFO logging; a bad input (missing file, wrong value, runtime
-    problem the user fixes) is printed as one `error:` line and exit status 2 instead of a traceback."""
+def report_error(prog: str, exc: BaseException) -> int:
+    """The one way a command reports an input the user must fix (a missing file, a wrong value, a store
+    or checkpoint that does not fit): one `PROG: error: message` line on stderr, as argparse prints a
+    bad flag, and exit status 2 instead of a traceback."""
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def run_reporting_errors(job, args: argparse.Namespace, prog: str = "genie-robot") -> int:
+    """Run `job(args)` with this project's INFO logging; a bad input (FileNotFoundError, ValueError,
+    RuntimeError) goes through `report_error`."""
     setup_logging()
     try:
         return job(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(prog, exc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,7 +115,7 @@ def play(args: argparse.Namespace) -> int:
 def run_cli(args: argparse.Namespace) -> int:
     from genie_robot.cli import run_reporting_errors
 
-    return run_reporting_errors(play, args)
+    return run_reporting_errors(play, args, "genie-robot play")
 
 
 def register_cli(subparsers) -> None:

@@ -108,7 +108,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
     if args.verbose:  # the first use of a weight-only bundle exports ONNX graphs: show the exporter's log
         logging.getLogger("genie_robot.runtime.export").setLevel(logging.DEBUG)
-    return run_reporting_errors(rollout, args)
+    return run_reporting_errors(rollout, args, "genie-robot rollout")
 
 
 def register_cli(subparsers) -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genie_robot.cli import report_error
+
 
 def _ros_args(ns: str, params: dict) -> list[str]:
     out = ["--ros-args", "-r", f"__ns:={ns}"]
@@ -182,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (ValueError, RuntimeError, TimeoutError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-ros-demo", exc)
 
 
 if __name__ == "__main__":

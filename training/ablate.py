@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from genie_robot.cli import report_error
+
 # The paper's numbers (Genie, arXiv 2402.15391). Table 2: latent action model input, robotics data.
 # Table 3: tokenizer architecture, platformer data (the paper has no robotics row for it).
 PAPER = {
@@ -848,8 +850,7 @@ def run_cli(args: argparse.Namespace) -> int:
             results = load_results(out, sweep)
         docs = write_report(sweep, results, Path(args.docs or out / "ablations.md"), command=command, out=out)
     except AblationError as exc:
-        print(f"genie-robot ablate: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-robot ablate", exc)
     print(f"report: {docs}")
     return 0
 

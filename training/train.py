@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from genie_robot.artifacts import checkpoints as ckpt_io
+from genie_robot.cli import report_error
 from training.configs import TrainConfig, apply_model_overrides, flatten, load_config, resume_changes
 
 # ------------------------------------------------------------------------------------------------
@@ -929,8 +930,7 @@ def run_cli(args: argparse.Namespace) -> int:
         cfg = config_from_args(args, args.stage)
         final = train(cfg, resume=args.resume, allow_changes=args.allow_changes)
     except (ConfigError, FileNotFoundError, StoreError) as exc:  # config / data / checkpoint problems: no traceback
-        print(f"genie-robot train {args.stage}: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(f"genie-robot train {args.stage}", exc)
     if final is not None:
         print(f"final checkpoint: {final}")
     return 0

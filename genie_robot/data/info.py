@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from genie_robot.cli import report_error
+
 
 def describe(store) -> dict:
     """Summary of an EpisodeStore as plain JSON-able values."""
@@ -99,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except StoreError as exc:  # invalid or damaged store (a preview reads frames)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-robot info", exc)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from genie_robot.cli import report_error
 
 REPORT_ARTIFACT_DIR = "report"
 MIN_SIZE = 96  # pictures enlarge small frames (nearest) to at least this many pixels
 
 
-class EvalError(RuntimeError):
+class EvalError(ValueError):
     """A problem with the inputs (checkpoints, store) that the user fixes; printed without a traceback."""
 
 
@@ -530,8 +531,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                seed=args.seed, depth=args.depth, fvd=args.fvd, i3d_weights=args.i3d_weights,
                                ood=ood, clip_actions_BT1=np.stack(clip_actions) if clip_actions else None)
     except (EvalError, StoreError) as exc:  # StoreError: a damaged chunk of the store, found when read
-        print(f"genie-robot eval: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-robot eval", exc)
 
     source = args.dynamics if args.model is None else f"bundle:{args.model}"
     params = {"dynamics": source, "ood": ",".join(args.ood or []), "tokenizer": args.tokenizer or "(from dynamics)",

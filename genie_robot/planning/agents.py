@@ -69,6 +69,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genie_robot.cli import report_error
+
 ARTIFACT_DIR = "agents"
 SUCCESS_M = 0.05  # FetchPush's distance_threshold
 TABLE_XY = np.array([1.3, 0.75])  # FetchPush: object and goal are drawn within +-0.15 m of here
@@ -681,8 +683,7 @@ def run_cli(args: argparse.Namespace) -> int:
                              eval_episodes=args.eval_episodes, steps=args.steps, epochs=args.epochs, seed=args.seed,
                              stride=args.stride)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"genie-robot agents: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-robot agents", exc)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(exp["results"])

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from genie_robot.cli import report_error
 
 ARTIFACT_DIR = "plan_eval"
 TRAIN_SEEDS = range(1000, 1600)  # seeds of the simulator episodes the default models are trained on
@@ -276,8 +277,7 @@ def run_cli(args: argparse.Namespace) -> int:
                            samples=args.samples, iterations=args.iterations, elites=args.elites, score=args.score,
                            random=args.random, eval_rollouts=args.eval_rollouts, seed=args.seed, stride=args.stride)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"genie-robot plan-eval: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-robot plan-eval", exc)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_pictures(results["pictures"], out)

@@ -32,6 +32,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from genie_robot.cli import report_error
+
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
@@ -319,8 +321,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                                   ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite,
                                                   sampling=sampling, precision=args.precision)
     except (ExportError, BundleError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-robot export", exc)
     print(f"bundle: {out} ({manifest['precision']}; {', '.join(sorted(manifest['files']))})")
     if args.mlflow or args.mlflow_run_id:
         target = args.mlflow_run_id or run_id

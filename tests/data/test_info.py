@@ -56,7 +56,7 @@ def test_info_on_incomplete_store(tmp_path, tiny_episode, capsys):
     w.add_episode(tiny_episode(0, 4))
     assert run_info([path]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.startswith("genie-robot info: error: ") and "Traceback" not in err
     # the fix is named as a command-line user types it, not only as a Python argument (#14 item 15)
     assert "`genie-robot info --allow-incomplete`" in err and "`genie-robot simulate --resume`" in err
     assert run_info([path, "--allow-incomplete"]) == 0

@@ -146,7 +146,7 @@ def test_corrupt_zarr_json_is_a_one_line_error(tiny_store, where, capsys):
         EpisodeStore.open(path)
     assert cli(["info", path]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and where in err
+    assert err.startswith("genie-robot info: error: ") and err.count("\n") == 1 and where in err
 
 
 def test_damaged_episode_ends_chunk_is_a_store_error(tiny_store):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+
+from genie_robot.cli import report_error
 
 
 def _resolution(text: str) -> int | tuple[int, int]:
@@ -93,8 +94,7 @@ def _run(convert, args) -> int:
     try:
         return _finish(convert())
     except (ConversionError, StoreError, FileExistsError) as exc:  # StoreError: e.g. NaN actions in the source
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-robot convert", exc)
 
 
 def _run_rlds(args) -> int:

@@ -17,13 +17,13 @@ import atexit
 import contextlib
 import os
 import signal
-import sys
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from genie_robot.cli import report_error
 from genie_robot.data.sim.scene import (
     ACTION_DIM,
     FPS,
@@ -236,8 +236,7 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume,
         )
     except (ValueError, RenderBackendError) as exc:  # StoreError is a ValueError: bad args or paths
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("genie-robot simulate", exc)
     kept = f" ({args.episodes - made} kept from the interrupted run)" if made < args.episodes else ""
     print(f"wrote {args.episodes} episodes x {args.frames} frames to {args.out}{kept}")
     return 0
