@@ -1,4 +1,5 @@
-"""sensor_msgs/Image <-> numpy frames, the only place the nodes touch pixel bytes.
+"""sensor_msgs/Image <-> numpy frames, the only place the nodes touch pixel bytes; and message stamps
+<-> integer nanoseconds (`to_time`, `to_ns`).
 
 Frames on the numpy side are what the runtime takes: uint8 RGB, channels last, (H, W, 3).
 Every check raises `ImageError` with a message that says what was wrong, so a node can log it and
@@ -28,6 +29,18 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 
 class ImageError(ValueError):
     """An Image message that cannot become an RGB frame."""
+
+
+def to_time(ns: int):
+    """Integer nanoseconds -> builtin_interfaces/Time."""
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def to_ns(t) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
 
 
 def image_to_rgb(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -48,7 +48,7 @@ class PlanToGoalHandler:
                 result = self._plan(image_HW3, goal_HW3, kwargs)
         except (ImageError, ValueError) as exc:
             response.success, response.message = False, str(exc)
-            self.node._reject("plan_to_goal request", str(exc))
+            self.node.reject("plan_to_goal request", str(exc))
             return response
         except Exception as exc:  # a model failure is an error answer, not a dead node
             self.node.get_logger().error(f"plan_to_goal failed: {exc!r}")
@@ -86,8 +86,7 @@ class PlanToGoalHandler:
         return plan(self.node.model, image_HW3, goal_HW3, h, **kwargs)
 
     def _respond(self, req, response, result):
-        from ros_nodes.conversions import rgb_to_image
-        from ros_nodes.world_model_node import to_ns, to_time
+        from ros_nodes.conversions import rgb_to_image, to_ns, to_time
 
         prompt_ns = to_ns(req.image.header.stamp)
         enc, frame_id = self.node.p["output_encoding"], self.node.p["frame_id"]

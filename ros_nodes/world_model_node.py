@@ -25,12 +25,19 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rcl_interfaces.msg import ParameterDescriptor
-from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import UInt8
 from std_srvs.srv import Trigger
 
-from ros_nodes.conversions import DEFAULT_MAX_PIXELS, ImageError, image_to_rgb, rgb_to_image, OUTPUT_ENCODINGS
+from ros_nodes.conversions import (
+    DEFAULT_MAX_PIXELS,
+    OUTPUT_ENCODINGS,
+    ImageError,
+    image_to_rgb,
+    rgb_to_image,
+    to_ns,
+    to_time,
+)
 from ros_nodes.imagination import Imagination
 from ros_nodes.node_main import help_requested, stop, usage
 from ros_nodes.qos import qos_from_string
@@ -67,14 +74,6 @@ PARAMETERS = {
     "max_horizon": (64, "largest horizon an ImagineRollout request may ask for"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages; 0 = none"),
 }
-
-
-def to_time(ns: int) -> Time:
-    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
-
-
-def to_ns(t: Time) -> int:
-    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
 
 
 def load_model(p: dict):
@@ -177,7 +176,8 @@ class WorldModelNode(Node):
 
     # ----------------------------------------------------------------------------- callbacks
 
-    def _reject(self, what: str, problem: str) -> None:
+    def reject(self, what: str, problem: str) -> None:
+        """Count and log (throttled) an input the node ignores; the node keeps running."""
         self._rejected += 1
         self.get_logger().warning(f"{what} ignored: {problem}", throttle_duration_sec=1.0)
 
@@ -187,7 +187,7 @@ class WorldModelNode(Node):
             stamp_ns = to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
             self.world.reset(frame_HW3, stamp_ns)
         except (ImageError, ValueError) as exc:
-            self._reject(what, str(exc))
+            self.reject(what, str(exc))
             return False
         self._prompt_HW3, self._prompt_ns = frame_HW3, stamp_ns
         self.get_logger().info(f"imagined world reset from {what} ({msg.width}x{msg.height} {msg.encoding})")
@@ -205,7 +205,7 @@ class WorldModelNode(Node):
         try:
             self.world.push_action(msg.data)
         except (ValueError, RuntimeError) as exc:
-            self._reject(f"latent action {msg.data}", str(exc))
+            self.reject(f"latent action {msg.data}", str(exc))
 
     def _on_reset(self, request, response):
         if self._camera_msg is not None:
@@ -225,7 +225,7 @@ class WorldModelNode(Node):
             frames_BTHW3 = self.world.rollout(prompt_HW3, actions_BT)
         except (ImageError, ValueError) as exc:
             response.success, response.message = False, str(exc)
-            self._reject("imagine_rollout request", str(exc))
+            self.reject("imagine_rollout request", str(exc))
             return response
         except Exception as exc:  # a model failure is an error answer, not a dead node
             self.get_logger().error(f"imagine_rollout failed: {exc!r}")

@@ -94,3 +94,9 @@ def test_the_trainer_subcommands_come_in_as_plugins():
     assert {"train", "ablate", "eval", "export"} <= set(commands)
     order = list(commands)
     assert order.index("info") < order.index("train") < order.index("ablate") < order.index("eval")
+
+
+def test_the_planner_service_does_not_import_the_node_that_hosts_it():
+    """world_model_node adds ~/plan_to_goal from planner_service; the reverse import made a cycle."""
+    source = (ROOT / "ros_nodes" / "planner_service.py").read_text(encoding="utf-8")
+    assert not forbidden_imports(source, "ros_nodes.world_model_node")
