@@ -562,7 +562,7 @@ def _model_check(saved: dict, stage: Stage, cfg: TrainConfig, path: Path) -> Non
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device: torch.device,
+def validation_metrics(model: nn.Module, val_set, cfg: TrainConfig, info: DistInfo, device: torch.device,
              batch_keys: tuple[str, ...] = ()) -> dict:
     """Mean loss and metrics over the same `val_batches` windows every time (RNG forked: training's
     random stream is untouched, so validating does not change what training does)."""
@@ -727,7 +727,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         with ema_ctx:
             model.eval()
             if val_set is not None and (step % cfg.val_every == 0 or final):
-                metrics = evaluate(_LossForward(model, stage.loss), val_set, cfg, info, device, stage.batch_keys)
+                metrics = validation_metrics(_LossForward(model, stage.loss), val_set, cfg, info, device, stage.batch_keys)
                 if stage.monitor is not None and info.is_main:
                     devices = [device.index or 0] if device.type == "cuda" else []
                     with torch.no_grad(), torch.random.fork_rng(devices=devices):

@@ -250,7 +250,7 @@ def _plot_usage(usage: np.ndarray, path: Path, title: str) -> None:
 # ------------------------------------------------------------------------------------------ the run
 
 
-def evaluate(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_frames: list[np.ndarray] | None = None,
+def evaluate_model(genie, clips_BTHW3: np.ndarray, out_dir: str | Path, *, episode_frames: list[np.ndarray] | None = None,
              episode_actions: list[np.ndarray] | None = None, seed: int = 0, depth: int = 3, t_report: int = 4,
              fvd: bool = False, i3d_weights: str | None = None, show: int = 4,
              ood: dict[str, np.ndarray] | None = None, clip_actions_BT1: np.ndarray | None = None) -> dict:
@@ -526,7 +526,7 @@ def run_cli(args: argparse.Namespace) -> int:
             ood[name] = load_ood_clips(path, resolution=tuple(genie.cfg.tokenizer.resolution), frames=frames,
                                        episodes=args.episodes)
         with torch.no_grad():
-            results = evaluate(genie, data["clips"], out, episode_frames=ep_frames,
+            results = evaluate_model(genie, data["clips"], out, episode_frames=ep_frames,
                                episode_actions=ep_actions if store.action is not None else None,
                                seed=args.seed, depth=args.depth, fvd=args.fvd, i3d_weights=args.i3d_weights,
                                ood=ood, clip_actions_BT1=np.stack(clip_actions) if clip_actions else None)

@@ -104,7 +104,7 @@ def _imagine(wm, prompt, actions_BH, seed):
     return np.stack(frames, 1), state.last_tokens_BN
 
 
-def evaluate(wm, episodes: list[np.ndarray], *, horizon: int = 4, prompt_frames: int = 1, method: str = "cem",
+def evaluate_planner(wm, episodes: list[np.ndarray], *, horizon: int = 4, prompt_frames: int = 1, method: str = "cem",
              samples: int = 64, iterations: int = 3, elites: int = 8, score: str = "pixel", random: int = 16,
              eval_rollouts: int = 4, seed: int = 0, stride: int = 1, progress: bool = True) -> dict:
     """Runs the comparison on `episodes` (list of (T, H, W, 3) uint8 videos at the model's frame rate,
@@ -273,7 +273,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                                 "samples", "iterations", "elites", "score", "random", "eval_rollouts",
                                                 "seed", "scene", "frames", "store", "stride")}
         params["provider"] = wm.provider
-        results = evaluate(wm, episodes, horizon=args.horizon, prompt_frames=args.prompt_frames, method=args.method,
+        results = evaluate_planner(wm, episodes, horizon=args.horizon, prompt_frames=args.prompt_frames, method=args.method,
                            samples=args.samples, iterations=args.iterations, elites=args.elites, score=args.score,
                            random=args.random, eval_rollouts=args.eval_rollouts, seed=args.seed, stride=args.stride)
     except (ValueError, FileNotFoundError) as exc:

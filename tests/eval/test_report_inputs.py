@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from genie_robot.eval.report import EvalError, evaluate, load_clips
+from genie_robot.eval.report import EvalError, evaluate_model, load_clips
 
 
 def test_nmi_is_not_reported_against_a_single_ground_truth_class(tmp_path):
@@ -25,7 +25,7 @@ def test_nmi_is_not_reported_against_a_single_ground_truth_class(tmp_path):
     clips = rng.integers(0, 256, (2, T, H, W, 3), dtype=np.uint8)
     still = [np.zeros((T, 4), np.float32) for _ in range(2)]  # every action "still": one class
     with torch.no_grad():
-        m = evaluate(genie, clips, tmp_path, episode_frames=list(clips), episode_actions=still, show=1, depth=1)
+        m = evaluate_model(genie, clips, tmp_path, episode_frames=list(clips), episode_actions=still, show=1, depth=1)
     assert "latent/nmi" not in m and "one class (still)" in m["latent/nmi_note"]
     assert json.loads((tmp_path / "metrics.json").read_text())["latent/nmi_note"] == m["latent/nmi_note"]
     md = (tmp_path / "report.md").read_text()

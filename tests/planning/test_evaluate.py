@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genie_robot.planning.evaluate import check_held_out, evaluate, store_episodes
+from genie_robot.planning.evaluate import check_held_out, evaluate_planner, store_episodes
 from genie_robot.planning.scoring import pixel_distance
 
 
@@ -25,7 +25,7 @@ def test_planner_ends_closer_than_random_sequences(wm0, frame):
     # videos the model itself imagines from known actions: their later frames are reachable goals
     rng = np.random.default_rng(0)
     videos = [np.concatenate([frame[None], wm0.rollout(frame, rng.integers(0, 4, (1, 5)))[0]]) for _ in range(3)]
-    res = evaluate(wm0, videos, horizon=3, samples=16, iterations=2, elites=4, random=8, eval_rollouts=2,
+    res = evaluate_planner(wm0, videos, horizon=3, samples=16, iterations=2, elites=4, random=8, eval_rollouts=2,
                    progress=False)
     s = res["summary"]
     assert s["planner"]["pixel_mse"][0] < s["random"]["pixel_mse"][0]
@@ -43,9 +43,9 @@ def test_planner_ends_closer_than_random_sequences(wm0, frame):
 
 def test_bad_settings_are_named(wm0, frame):
     with pytest.raises(ValueError, match="need at least prompt_frames \\+ horizon"):
-        evaluate(wm0, [np.stack([frame] * 3)], horizon=3, progress=False)
+        evaluate_planner(wm0, [np.stack([frame] * 3)], horizon=3, progress=False)
     with pytest.raises(ValueError, match="exceeds the model's context"):
-        evaluate(wm0, [np.stack([frame] * 20)], horizon=8, prompt_frames=4, progress=False)
+        evaluate_planner(wm0, [np.stack([frame] * 20)], horizon=8, prompt_frames=4, progress=False)
     with pytest.raises(ValueError, match="overlap the training seeds 1000..1599; pick --seed 1600"):
         check_held_out(1590, 20)
     check_held_out(1600, 20)
@@ -128,7 +128,7 @@ def test_store_episodes_at_stride_put_the_goal_h_times_stride_frames_later(wm0, 
     store = tiny_store(episodes=2, length=11)
     videos = store_episodes(store, 2, stride=2)
     assert [v[:, 0, 0, 1].tolist() for v in videos] == [[0, 2, 4, 6, 8, 10]] * 2
-    res = evaluate(wm0, videos, horizon=3, samples=4, iterations=1, elites=1, random=2, eval_rollouts=1, stride=2,
+    res = evaluate_planner(wm0, videos, horizon=3, samples=4, iterations=1, elites=1, random=2, eval_rollouts=1, stride=2,
                    progress=False)
     for rec, pic in zip(res["episodes"], res["pictures"]):
         assert rec["goal_frame"] == rec["start_frame"] + 3 * 2
