@@ -90,9 +90,9 @@ class PlanToGoalHandler:
 
         prompt_ns = to_ns(req.image.header.stamp)
         enc, frame_id = self.node.p["output_encoding"], self.node.p["frame_id"]
-        response.actions = array.array("B", result.actions_H.astype(np.uint8).tobytes())
+        response.actions = array.array("B", result.actions_T.astype(np.uint8).tobytes())
         response.frames = [rgb_to_image(f, stamp=to_time(self.node.world.stamp_ns(prompt_ns, t + 1)),
-                                        frame_id=frame_id, encoding=enc) for t, f in enumerate(result.frames_HHW3)]
+                                        frame_id=frame_id, encoding=enc) for t, f in enumerate(result.frames_THW3)]
         response.score = float(result.score)
         response.candidates = int(result.candidates)
         response.seconds = float(result.seconds)

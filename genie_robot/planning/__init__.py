@@ -2,7 +2,7 @@
 
     from genie_robot.planning import plan, RecedingHorizonPlanner
     result = plan(world_model, frame_HW3, goal_HW3, horizon=4)      # PlanResult
-    result.actions_H, result.frames_HHW3, result.score
+    result.actions_T, result.frames_THW3, result.score
 
 Modules: scoring.py (goal distances), planner.py (CEM / random shooting, receding horizon),
 evaluate.py (`genie-robot plan-eval`), agents.py (`genie-robot agents`: latent-action policies

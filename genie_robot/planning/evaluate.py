@@ -96,11 +96,11 @@ def store_episodes(path: str, episodes: int, first: int = 0, stride: int = 1):
     return [store.frames(*store.episode_bounds(i), stride) for i in picked]
 
 
-def _imagine(wm, prompt, actions_BH, seed):
-    """-> (frames (B, H, H_px, W_px, 3), last tokens (B, N)) of one batched rollout."""
+def _imagine(wm, prompt, actions_BT, seed):
+    """-> (frames (B, T, H, W, 3), last tokens (B, N)) of one batched rollout, T = the actions' steps."""
     state = wm.reset(prompt, seed=seed)
-    state = state.repeat(len(actions_BH))
-    frames = [wm.step(state, actions_BH[:, t]) for t in range(actions_BH.shape[1])]
+    state = state.repeat(len(actions_BT))
+    frames = [wm.step(state, actions_BT[:, t]) for t in range(actions_BT.shape[1])]
     return np.stack(frames, 1), state.last_tokens_BN
 
 
@@ -139,10 +139,10 @@ def evaluate_planner(wm, episodes: list[np.ndarray], *, horizon: int = 4, prompt
         result = plan(wm, prompt, goal, horizon, method=method, samples=samples, iterations=iterations,
                       elites=elites, score=score, seed=seed + e)
         plan_s = time.perf_counter() - t0
-        lam_H = wm.infer_actions(video[s: s + horizon + 1][None])[0]
-        random_RH = rng.integers(0, wm.num_actions, (random, horizon))
+        lam_T = wm.infer_actions(video[s: s + horizon + 1][None])[0]
+        random_RT = rng.integers(0, wm.num_actions, (random, horizon))
         K = eval_rollouts
-        rows = np.concatenate([np.repeat(result.actions_H[None], K, 0), np.repeat(lam_H[None], K, 0), random_RH])
+        rows = np.concatenate([np.repeat(result.actions_T[None], K, 0), np.repeat(lam_T[None], K, 0), random_RT])
         # a seed the search never used: the comparison sees fresh draws of every sequence
         frames, tokens = _imagine(wm, prompt, rows, seed=10_000_019 + seed + e)
         ends = frames[:, -1]
@@ -150,8 +150,8 @@ def evaluate_planner(wm, episodes: list[np.ndarray], *, horizon: int = 4, prompt
         start_N = wm.encode(video[s])[0, 0]
         groups = {"planner": slice(0, K), "lam": slice(K, 2 * K), "random": slice(2 * K, 2 * K + random)}
         rec = {"episode": e, "start": s, "goal": s + horizon, "start_frame": s * stride,
-               "goal_frame": (s + horizon) * stride, "planner_actions": result.actions_H.tolist(),
-               "lam_actions": lam_H.tolist(), "search_score": result.score, "plan_seconds": plan_s}
+               "goal_frame": (s + horizon) * stride, "planner_actions": result.actions_T.tolist(),
+               "lam_actions": lam_T.tolist(), "search_score": result.score, "plan_seconds": plan_s}
         for m, g in groups.items():
             rec[f"{m}/pixel_mse"] = float(pixel_distance(ends[g], goal).mean())
             rec[f"{m}/psnr"] = float(psnr(ends[g], goal).mean())
@@ -162,8 +162,8 @@ def evaluate_planner(wm, episodes: list[np.ndarray], *, horizon: int = 4, prompt
         rec["planner_beats_random"] = rec["planner/pixel_mse" if score == "pixel" else "planner/token_distance"] < \
             rec["random/pixel_mse" if score == "pixel" else "random/token_distance"]
         records.append(rec)
-        pics.append({"start": video[s], "goal": goal, "real_HHW3": video[s + 1: s + horizon + 1],
-                     "planner_HHW3": frames[0], "lam_HHW3": frames[K], "random_HHW3": frames[2 * K]})
+        pics.append({"start": video[s], "goal": goal, "real_THW3": video[s + 1: s + horizon + 1],
+                     "planner_THW3": frames[0], "lam_THW3": frames[K], "random_THW3": frames[2 * K]})
     summary = {m: {k: mean_ci([r[f"{m}/{k}"] for r in records], seed=seed)
                    for k in ("pixel_mse", "psnr", "token_distance")} for m in METHOD_ROWS}
     summary["planner_beats_random"] = mean_ci([float(r["planner_beats_random"]) for r in records], seed=seed)
@@ -179,21 +179,21 @@ def write_pictures(pics: list[dict], out: Path) -> None:
 
     h = pics[0]["start"].shape[0]
     scale = max(1, -(-MIN_SIZE // h))
-    rows = [np.stack([p["start"], p["goal"], p["planner_HHW3"][-1], p["random_HHW3"][-1], p["lam_HHW3"][-1]])
+    rows = [np.stack([p["start"], p["goal"], p["planner_THW3"][-1], p["random_THW3"][-1], p["lam_THW3"][-1]])
             for p in pics]
     save_image(frame_grid(rows, labels=[f"ep {i}" for i in range(len(pics))], scale=scale), out / "grid.png")
     # over time: for each episode three rows (real, planner, LAM), columns t = 0 .. H
     strip, labels = [], []
     for i, p in enumerate(pics):
-        for name, key in (("real", "real_HHW3"), ("planner", "planner_HHW3"), ("LAM", "lam_HHW3")):
+        for name, key in (("real", "real_THW3"), ("planner", "planner_THW3"), ("LAM", "lam_THW3")):
             strip.append(np.concatenate([p["start"][None], p[key]]))
             labels.append(f"ep {i} {name}")
     save_image(frame_grid(strip, labels=labels, scale=scale), out / "rollouts.png")
-    H = len(pics[0]["real_HHW3"])
+    H = len(pics[0]["real_THW3"])
     gif = [frame_grid(np.stack([np.stack([p["goal"],
-                                          p["real_HHW3"][t - 1] if t else p["start"],
-                                          p["planner_HHW3"][t - 1] if t else p["start"],
-                                          p["lam_HHW3"][t - 1] if t else p["start"]]) for p in pics]), scale=scale)
+                                          p["real_THW3"][t - 1] if t else p["start"],
+                                          p["planner_THW3"][t - 1] if t else p["start"],
+                                          p["lam_THW3"][t - 1] if t else p["start"]]) for p in pics]), scale=scale)
            for t in range(H + 1)]
     save_gif(np.stack(gif), out / "rollouts.gif", fps=2.0)
 

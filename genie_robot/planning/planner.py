@@ -1,8 +1,8 @@
 """Goal-reaching planner over latent actions: search sequences in {0..A-1}^H by imagined rollouts.
 
     result = plan(wm, frame_HW3, goal_HW3, horizon=4, method="cem", samples=64, iterations=3)
-    result.actions_H      # (H,) int64, the best sequence found
-    result.frames_HHW3    # (H, H_px, W_px, 3) uint8, what the model imagined for it
+    result.actions_T      # (T,) int64, the best sequence found, T = horizon
+    result.frames_THW3    # (T, H, W, 3) uint8, what the model imagined for it
     result.score          # distance of its last imagined frame to the goal (lower = closer)
 
 The prompt is encoded once (`WorldModel.reset`); each iteration branches it into `samples` rows with
@@ -20,7 +20,8 @@ draw; `genie-robot plan-eval` re-imagines the chosen sequence with fresh seeds t
 `RecedingHorizonPlanner` re-plans at every step from the newest camera frame and returns the first
 action, warm-starting from the previous plan shifted by one step.
 
-Shapes: B batch (candidates), H horizon (steps), A latent actions; frames uint8 (…, H, W, 3).
+Shapes: B batch (candidates), T time (the horizon's steps), A latent actions; frames uint8 (…, H, W, 3)
+(H, W: pixels, as in docs/architecture.md's legend).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ METHODS = ("cem", "random")
 
 @dataclass
 class PlanResult:
-    actions_H: np.ndarray  # (H,) int64, best latent-action sequence
-    frames_HHW3: np.ndarray  # (H, H_px, W_px, 3) uint8, its imagined frames (after each action)
+    actions_T: np.ndarray  # (T,) int64, best latent-action sequence, T = horizon
+    frames_THW3: np.ndarray  # (T, H, W, 3) uint8, its imagined frames (after each action)
     score: float  # goal distance of the last imagined frame ("pixel" MSE or "token" fraction)
     method: str
     score_name: str
@@ -114,13 +115,13 @@ def plan(world_model, frame, goal_HW3: np.ndarray, horizon: int, *, method: str 
         bar = tqdm(total=iterations * samples * H, unit="frame", desc=f"plan {method}", leave=False)
     for it in range(iterations):
         u = rng.random((samples, H, 1))
-        actions_BH = (u > np.cumsum(probs_HA, 1)[None]).sum(-1).clip(0, A - 1).astype(np.int64)
+        actions_BT = (u > np.cumsum(probs_HA, 1)[None]).sum(-1).clip(0, A - 1).astype(np.int64)
         if it == 0 and warm is not None:
-            actions_BH[0] = warm
+            actions_BT[0] = warm
         scores_B = np.empty(samples)
-        frames_BHHW3 = None
+        frames_BTHW3 = None
         for lo in range(0, samples, batch):
-            a = actions_BH[lo:lo + batch]
+            a = actions_BT[lo:lo + batch]
             state = state0.repeat(len(a))
             out = []
             for t in range(H):
@@ -128,20 +129,20 @@ def plan(world_model, frame, goal_HW3: np.ndarray, horizon: int, *, method: str 
                 if bar is not None:
                     bar.update(len(a))
             chunk = np.stack(out, 1)
-            frames_BHHW3 = chunk if frames_BHHW3 is None else np.concatenate([frames_BHHW3, chunk])
+            frames_BTHW3 = chunk if frames_BTHW3 is None else np.concatenate([frames_BTHW3, chunk])
             scores_B[lo:lo + len(a)] = scorer(state.last_frames_BHW3, state.last_tokens_BN)
         i = int(np.argmin(scores_B))
         if scores_B[i] < best[0]:
-            best = (float(scores_B[i]), actions_BH[i].copy(), frames_BHHW3[i].copy())
+            best = (float(scores_B[i]), actions_BT[i].copy(), frames_BTHW3[i].copy())
         best_curve.append(best[0])
         mean_curve.append(float(scores_B.mean()))
         if method == "cem":
-            elite = actions_BH[np.argsort(scores_B, kind="stable")[:elites]]
+            elite = actions_BT[np.argsort(scores_B, kind="stable")[:elites]]
             freq_HA = np.stack([np.bincount(elite[:, t], minlength=A) for t in range(H)]) / elites
             probs_HA = smoothing * probs_HA + (1.0 - smoothing) * freq_HA
     if bar is not None:
         bar.close()
-    return PlanResult(actions_H=best[1], frames_HHW3=best[2], score=best[0], method=method, score_name=score,
+    return PlanResult(actions_T=best[1], frames_THW3=best[2], score=best[0], method=method, score_name=score,
                       probs_HA=probs_HA, best_per_iteration=best_curve, mean_per_iteration=mean_curve,
                       candidates=iterations * samples, seconds=time.perf_counter() - t0)
 
@@ -182,10 +183,10 @@ class RecedingHorizonPlanner:
         init_actions = init_probs = None
         if self.last is not None and self.horizon > 1:
             A = self.world_model.num_actions
-            init_actions = np.concatenate([self.last.actions_H[1:], self.last.actions_H[-1:]])
+            init_actions = np.concatenate([self.last.actions_T[1:], self.last.actions_T[-1:]])
             init_probs = np.concatenate([self.last.probs_HA[1:], np.full((1, A), 1.0 / A)])
         prompt = np.stack(self._frames) if len(self._frames) > 1 else self._frames[0]
         self.last = plan(self.world_model, prompt, self.goal_HW3, self.horizon, seed=self.seed + self._steps,
                          init_actions_H=init_actions, init_probs_HA=init_probs, **self.plan_kwargs)
         self._steps += 1
-        return int(self.last.actions_H[0])
+        return int(self.last.actions_T[0])

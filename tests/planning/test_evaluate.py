@@ -133,7 +133,7 @@ def test_store_episodes_at_stride_put_the_goal_h_times_stride_frames_later(wm0, 
     for rec, pic in zip(res["episodes"], res["pictures"]):
         assert rec["goal_frame"] == rec["start_frame"] + 3 * 2
         assert pic["start"][0, 0, 1] == rec["start_frame"] and pic["goal"][0, 0, 1] == rec["goal_frame"]
-        assert pic["real_HHW3"][:, 0, 0, 1].tolist() == [rec["start_frame"] + 2 * k for k in (1, 2, 3)]
+        assert pic["real_THW3"][:, 0, 0, 1].tolist() == [rec["start_frame"] + 2 * k for k in (1, 2, 3)]
     with pytest.raises(ValueError, match="--stride must be at least 1"):
         store_episodes(store, 1, stride=0)
 

@@ -47,24 +47,24 @@ def test_a_warm_start_that_reaches_the_goal_is_kept(wm0, frame, goal, method):
     r = plan(wm0, frame, goal, 3, method=method, samples=8, iterations=3, elites=2, seed=1,
              init_actions_H=TRUE_ACTIONS)
     assert r.score == 0.0
-    np.testing.assert_array_equal(r.actions_H, TRUE_ACTIONS)
-    np.testing.assert_array_equal(r.frames_HHW3[-1], goal)
+    np.testing.assert_array_equal(r.actions_T, TRUE_ACTIONS)
+    np.testing.assert_array_equal(r.frames_THW3[-1], goal)
 
 
 @pytest.mark.parametrize("method", ["cem", "random"])
 def test_result_is_what_the_model_imagines_for_the_returned_actions(wm0, frame, goal, method):
     r = plan(wm0, frame, goal, 3, method=method, samples=8, iterations=2, elites=2, batch=3, seed=2)
-    assert r.actions_H.shape == (3,) and r.actions_H.dtype == np.int64
-    assert r.frames_HHW3.shape == (3, 16, 16, 3) and r.frames_HHW3.dtype == np.uint8
-    np.testing.assert_array_equal(r.frames_HHW3, wm0.rollout(frame, r.actions_H[None])[0])
-    assert r.score == pytest.approx(pixel_distance(r.frames_HHW3[-1:], goal)[0])
+    assert r.actions_T.shape == (3,) and r.actions_T.dtype == np.int64
+    assert r.frames_THW3.shape == (3, 16, 16, 3) and r.frames_THW3.dtype == np.uint8
+    np.testing.assert_array_equal(r.frames_THW3, wm0.rollout(frame, r.actions_T[None])[0])
+    assert r.score == pytest.approx(pixel_distance(r.frames_THW3[-1:], goal)[0])
 
 
 def test_token_score_is_the_fraction_of_goal_tokens_missed(wm0, frame, goal):
     r = plan(wm0, frame, goal, 2, score="token", samples=8, iterations=1, elites=2)
     goal_N = wm0.encode(goal)[0, 0]
     state = wm0.reset(frame)
-    for a in r.actions_H:
+    for a in r.actions_T:
         wm0.step(state, np.array([a]))
     assert r.score == pytest.approx(token_distance(state.last_tokens_BN, goal_N)[0])
     assert 0.0 <= r.score <= 1.0
@@ -74,7 +74,7 @@ def test_seeded_and_sampled_rollouts_vary_with_the_seed(torch_wm, frame, goal):
     a = plan(torch_wm, frame, goal, 3, samples=8, iterations=2, elites=2, seed=3)
     b = plan(torch_wm, frame, goal, 3, samples=8, iterations=2, elites=2, seed=3)
     c = plan(torch_wm, frame, goal, 3, samples=8, iterations=2, elites=2, seed=4)
-    np.testing.assert_array_equal(a.frames_HHW3, b.frames_HHW3)
+    np.testing.assert_array_equal(a.frames_THW3, b.frames_THW3)
     assert a.score == b.score and a.best_per_iteration == b.best_per_iteration
     assert a.mean_per_iteration != c.mean_per_iteration
 
@@ -82,7 +82,7 @@ def test_seeded_and_sampled_rollouts_vary_with_the_seed(torch_wm, frame, goal):
 def test_prompt_with_history(wm0, frame, goal):
     history = np.stack([frame, np.roll(frame, 1, axis=1), frame])
     r = plan(wm0, history, goal, 2, samples=4, iterations=1, elites=1)
-    assert r.frames_HHW3.shape == (2, 16, 16, 3)
+    assert r.frames_THW3.shape == (2, 16, 16, 3)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -113,7 +113,7 @@ def test_bad_goals_are_named(wm0, frame, goal, bad_goal, message):
 def test_frames_of_another_size_than_the_model_are_resized(wm0, frame, goal):
     big = np.repeat(np.repeat(frame, 2, 0), 2, 1)
     r = plan(wm0, big, np.repeat(np.repeat(goal, 2, 0), 2, 1), 2, samples=4, iterations=1, elites=1)
-    assert r.frames_HHW3.shape == (2, 16, 16, 3)  # the model's resolution
+    assert r.frames_THW3.shape == (2, 16, 16, 3)  # the model's resolution
 
 
 @pytest.mark.slow  # the ONNX export of the fixture: 15-35 s on the loaded machine
@@ -123,7 +123,7 @@ def test_onnx_backend_plans_the_same(tiny_onnx_bundle, wm0, frame, goal):
     onnx0 = WorldModel.load(tiny_onnx_bundle, backend="onnx", temperature=0.0, order="confidence", threads=1)
     a = plan(wm0, frame, goal, 3, samples=16, iterations=2, elites=4, seed=5)
     b = plan(onnx0, frame, goal, 3, samples=16, iterations=2, elites=4, seed=5)
-    np.testing.assert_array_equal(a.actions_H, b.actions_H)
+    np.testing.assert_array_equal(a.actions_T, b.actions_T)
     assert b.score == pytest.approx(a.score, abs=1e-4)
 
 
@@ -136,7 +136,7 @@ def test_receding_horizon_closes_in_on_the_goal(wm0, frame, goal):
     for _ in range(3):
         a = mpc.act(current)
         taken.append(a)
-        assert 0 <= a < wm0.num_actions and mpc.last.actions_H[0] == a
+        assert 0 <= a < wm0.num_actions and mpc.last.actions_T[0] == a
         current = wm0.rollout(current, np.array([[a]]))[0, 0]
     start = pixel_distance(frame[None], goal)[0]
     end = pixel_distance(current[None], goal)[0]

@@ -65,11 +65,11 @@ def test_the_service_plans_what_the_library_plans(planner, tiny_bundle, method, 
     assert res.success, res.message
     want = plan(WorldModel.load(tiny_bundle, backend="torch"), image, goal, 3, samples=8, iterations=2, elites=1,
                 method=method or "cem", score=score or "pixel", seed=7)
-    assert list(np.frombuffer(bytes(res.actions), np.uint8)) == want.actions_H.tolist()
+    assert list(np.frombuffer(bytes(res.actions), np.uint8)) == want.actions_T.tolist()
     assert res.score == pytest.approx(want.score, rel=1e-5)
     assert res.candidates == 16 and res.seconds > 0
     assert len(res.frames) == 3
-    for t, (msg, frame) in enumerate(zip(res.frames, want.frames_HHW3)):
+    for t, (msg, frame) in enumerate(zip(res.frames, want.frames_THW3)):
         assert (msg.height, msg.width, msg.encoding, msg.header.frame_id) == (16, 16, "rgb8", "imagined")
         np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), np.uint8).reshape(16, 16, 3), frame)
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == 42 * 10**9 + round((t + 1) * 1e9 / FPS)
