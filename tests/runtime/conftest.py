@@ -64,3 +64,31 @@ def prompt():
     yy, xx = np.mgrid[0:16, 0:16]
     frames = [np.stack([(xx * 16 + 8 * t) % 256, (yy * 16) % 256, np.full_like(xx, 40 * t)], -1) for t in range(3)]
     return np.asarray(frames, dtype=np.uint8)
+
+
+@torch.no_grad()
+def greedy_reference_tokens(genie, prompt_THW3: np.ndarray, actions: list[int], steps: int = 3) -> torch.Tensor:
+    """What a greedy (temperature 0, confidence order) rollout must sample, made without any cache: the
+    prompt through the torch tokenizer and LAM, then every new frame by the library's sampler over the
+    dynamics model's whole-sequence forward (banded past its context) -> tokens (1, len(actions), N)."""
+    from genie_robot.models.sampling import sample_frame
+
+    video = torch.from_numpy(prompt_THW3)[None]
+    seq, acts = genie.tokenizer.encode(video), genie.lam.infer_actions(video)
+    for a in actions:
+        acts = torch.cat([acts, torch.tensor([[a]])], 1)
+
+        def full_forward(tokens_BN, conditional, seq=seq, acts=acts):
+            return genie.dynamics(torch.cat([seq, torch.from_numpy(tokens_BN)[:, None]], 1), acts)[:, -1].numpy()
+
+        new = sample_frame(full_forward, 1, seq.shape[2], genie.dynamics.mask_id, steps=steps, temperature=0.0,
+                           order="confidence", guidance=1.0, rng=np.random.default_rng(0))
+        seq = torch.cat([seq, torch.from_numpy(new)[:, None]], 1)
+    return seq[:, -len(actions):]
+
+
+@pytest.fixture(scope="session")
+def greedy_reference():
+    """`greedy_reference_tokens` above."""
+    return greedy_reference_tokens
+

@@ -173,29 +173,16 @@ def _greedy_rollout(wm, prompt, actions):
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
-def test_greedy_rollout_equals_the_reference_rollout(conv_export, prompt, backend):
+def test_greedy_rollout_equals_the_reference_rollout(conv_export, prompt, backend, greedy_reference):
     """temperature 0 + confidence order needs no random numbers: frames must equal a reference made from
     the models' whole-sequence forwards, no cache (prompt tokens and prompt actions from the conv
     tokenizer and conv LAM on both sides; the dynamics' banded window past its context of 8)."""
-    from genie_robot.models.sampling import sample_frame
-
     out, genie = conv_export
     wm = WorldModel.load(out, backend=backend, temperature=0.0, order="confidence", steps=3, threads=1)
     actions = [1, 0, 7, 2, 5, 1, 0, 6, 3, 4]  # with the prompt's 3 frames longer than the context of 8
     frames, tokens = _greedy_rollout(wm, prompt, actions)
     with torch.no_grad():
-        video = torch.from_numpy(prompt)[None]
-        seq, acts = genie.tokenizer.encode(video), genie.lam.infer_actions(video)
-        for a in actions:
-            acts = torch.cat([acts, torch.tensor([[a]])], 1)
-
-            def full_forward(tokens_BN, conditional, seq=seq, acts=acts):
-                return genie.dynamics(torch.cat([seq, torch.from_numpy(tokens_BN)[:, None]], 1), acts)[:, -1].numpy()
-
-            new = sample_frame(full_forward, 1, seq.shape[2], genie.dynamics.mask_id, steps=3, temperature=0.0,
-                               order="confidence", guidance=1.0, rng=np.random.default_rng(0))
-            seq = torch.cat([seq, torch.from_numpy(new)[:, None]], 1)
-        ref_frames = genie.tokenizer.decode(seq[:, -len(actions):]).numpy()
+        ref_frames = genie.tokenizer.decode(greedy_reference(genie, prompt, actions)).numpy()
         decoded = genie.tokenizer.decode(torch.from_numpy(tokens)).numpy()
     np.testing.assert_array_equal(decoded, ref_frames)  # the same tokens were sampled
     if backend == "torch":

@@ -35,28 +35,14 @@ def test_seeded_rollout_gives_identical_tokens_on_torch_and_onnxruntime(onnx_wm,
     assert not np.array_equal(a, _tokens_of_rollout(onnx_wm, prompt, actions, seed=6))
 
 
-def test_greedy_rollout_equals_the_models_whole_sequence_forward(tiny_export, prompt):
+def test_greedy_rollout_equals_the_models_whole_sequence_forward(tiny_export, prompt, greedy_reference):
     """temperature 0 + confidence order needs no random numbers: the onnx rollout's tokens must equal
     those sampled from the torch models' whole-sequence forwards (no cache; banded past the context)."""
-    from genie_robot.models.sampling import sample_frame
-
     out, _, genie = tiny_export
     wm = WorldModel.load(out, backend="onnx", temperature=0.0, order="confidence", steps=3, threads=1)
     actions = [1, 0, 3, 2, 1, 1, 0, 2, 3, 0]
     got = _tokens_of_rollout(wm, prompt, actions)
-    with torch.no_grad():
-        p = torch.from_numpy(prompt)[None]
-        seq, acts = genie.tokenizer.encode(p), genie.lam.infer_actions(p)
-        for a in actions:
-            acts = torch.cat([acts, torch.tensor([[a]])], 1)
-
-            def full_forward(tokens_BN, conditional, seq=seq, acts=acts):
-                return genie.dynamics(torch.cat([seq, torch.from_numpy(tokens_BN)[:, None]], 1), acts)[:, -1].numpy()
-
-            new = sample_frame(full_forward, 1, seq.shape[2], genie.dynamics.mask_id, steps=3, temperature=0.0,
-                               order="confidence", guidance=1.0, rng=np.random.default_rng(0))
-            seq = torch.cat([seq, torch.from_numpy(new)[:, None]], 1)
-    np.testing.assert_array_equal(got, seq[:, -len(actions):].numpy())
+    np.testing.assert_array_equal(got, greedy_reference(genie, prompt, actions).numpy())
 
 
 def _rss_bytes() -> int:
