@@ -253,10 +253,12 @@ class WorldModel:
         return WorldState(dyn_kv, dec_kv, T, rng, B, frames_BTHW3[:, -1].copy(), tokens_BTN[:, -1].copy(), be)
 
     def step(self, state: WorldState, actions_B: np.ndarray) -> np.ndarray:
-        """Latent actions (B,) int in [0, A) -> the next frames (B, H, W, 3) uint8; advances `state`.
-        (A ground-truth-action model takes robot action vectors (B, action_dim) float instead.)"""
-        actions_B = self._check_actions(np.atleast_1d(actions_B) if not self.ground_truth else actions_B,
-                                        state.batch, "step")
+        """Latent actions (B,) int in [0, num_actions) -> the next frames (B, H, W, 3) uint8; advances
+        `state`. (A ground-truth-action model takes robot action vectors (B, A) float instead.) With B = 1
+        a bare int (or one (A,) vector) is accepted."""
+        # one action for a batch of one may come bare: an int, or one action vector (A,)
+        actions_B = np.atleast_2d(actions_B) if self.ground_truth else np.atleast_1d(actions_B)
+        actions_B = self._check_actions(actions_B, state.batch, "step")
         be, B, N = self.backend, state.batch, self.num_tokens
         pos = _pos(state.pos)
         none_B = self._no_action(B)

@@ -163,3 +163,12 @@ def test_the_model_says_what_one_of_its_steps_is(tmp_path, monkeypatch):
     wm = WorldModel.load("default", backend="torch")
     assert (wm.frame_stride, wm.fps) == (3, 25.0) and abs(wm.step_seconds - 0.12) < 1e-12
 
+
+
+def test_a_batch_of_one_takes_a_bare_action(onnx_wm, prompt):
+    """wm.step(state, 2) is wm.step(state, np.array([2])) for one prompt; a bare int for a batch of
+    several rows is refused, naming the shape."""
+    a, b = onnx_wm.reset(prompt, seed=3), onnx_wm.reset(prompt, seed=3)
+    np.testing.assert_array_equal(onnx_wm.step(a, 2), onnx_wm.step(b, np.array([2])))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        onnx_wm.step(onnx_wm.reset(prompt).repeat(3), 2)
