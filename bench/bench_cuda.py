@@ -68,12 +68,12 @@ def dynamics_train_step(device: torch.device, batch: int, precision: str, reps: 
     model = DynamicsModel(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens_BTN = torch.randint(1024, (batch, 16, 256), device=device)
-    actions_BT1 = torch.randint(8, (batch, 15), device=device)
+    actions_BTm1 = torch.randint(8, (batch, 15), device=device)
     table = torch.nn.functional.normalize(torch.randn(8, 32, device=device), dim=-1)
 
     def step():
         with autocast(device, precision):
-            loss, _ = model.loss(tokens_BTN, actions_BT1, table)
+            loss, _ = model.loss(tokens_BTN, actions_BTm1, table)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -104,11 +104,11 @@ def preset_stage_steps(device: torch.device, reps: int, quick: bool) -> list[dic
         if stage == "dynamics":
             with torch.no_grad():
                 tokens_BTN = genie.tokenizer.encode(frames)
-            actions_BT1 = torch.randint(cfg.dynamics.num_actions, (B, T - 1), device=device)
+            actions_BTm1 = torch.randint(cfg.dynamics.num_actions, (B, T - 1), device=device)
             table = genie.lam.action_embeddings().detach()
 
             def loss_fn():
-                return genie.dynamics.loss(tokens_BTN, actions_BT1, table)[0]
+                return genie.dynamics.loss(tokens_BTN, actions_BTm1, table)[0]
         else:
             def loss_fn(module=module):
                 return module.loss(frames)[0]

@@ -42,7 +42,7 @@ TOLERANCE_DB = 0.3  # the issue's parity bar for every metric
 
 def held_out_clips(args, cfg, stride: int, tmp: Path) -> tuple[np.ndarray, str]:
     """(B, T, H, W, 3) uint8 clips and a line saying where they come from."""
-    from genie_robot.eval.report import EvalError, load_clips
+    from genie_robot.eval.evaluate import EvalError, load_clips
 
     H, W = cfg.tokenizer.resolution
     if args.store is None:

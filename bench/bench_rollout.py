@@ -42,7 +42,7 @@ def fps(genie: Genie, steps: int, cached: bool, frames: int) -> tuple[float, flo
         wm = WorldModel.from_genie(genie, steps=steps)
         H, W = cfg.tokenizer.resolution
         prompt = torch.randint(0, 256, (1, ctx_len - 1, H, W, 3), dtype=torch.uint8, generator=gen).numpy()
-        state = wm.reset(prompt, prompt_actions_BT1=acts.numpy())
+        state = wm.reset(prompt, prompt_actions_BTm1=acts.numpy())
 
         def one():
             wm.step(state, action.numpy())

@@ -12,7 +12,7 @@ from genie_robot.models.sampling import sample_frame
 
 
 @torch.no_grad()
-def generate_next_uncached(dynamics, tokens_BTN: torch.Tensor, actions_BT1: torch.Tensor, action_B: torch.Tensor,
+def generate_next_uncached(dynamics, tokens_BTN: torch.Tensor, actions_BTm1: torch.Tensor, action_B: torch.Tensor,
                            *, steps: int, rng: np.random.Generator, temperature: float | None = None,
                            order: str | None = None) -> torch.Tensor:
     """Past tokens (B, T, N), the actions between them (B, T-1) and the action of the new frame (B,) ->
@@ -20,7 +20,7 @@ def generate_next_uncached(dynamics, tokens_BTN: torch.Tensor, actions_BT1: torc
     cfg = dynamics.cfg
     B, T, N = tokens_BTN.shape
     keep = min(T, cfg.context - 1)  # past frames that fit in the window next to the new one
-    past_BTN, acts_BT = tokens_BTN[:, T - keep:], torch.cat([actions_BT1, action_B[:, None]], 1)[:, T - keep:]
+    past_BTN, acts_BT = tokens_BTN[:, T - keep:], torch.cat([actions_BTm1, action_B[:, None]], 1)[:, T - keep:]
 
     def full_forward(tokens_BN, conditional):
         seq_BTN = torch.cat([past_BTN, torch.from_numpy(tokens_BN)[:, None]], dim=1)

@@ -11,6 +11,8 @@ import contextlib
 import os
 from typing import TYPE_CHECKING
 
+from genie_robot.errors import SetupError
+
 if TYPE_CHECKING:
     import torch
 
@@ -23,7 +25,7 @@ def pick_device(requested: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise SetupError(
             f"device {requested!r} asked for but torch sees no CUDA GPU "
             f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch"
         )
@@ -78,7 +80,7 @@ def onnx_providers(requested: str | list[str] | None = None) -> list[str]:
     if isinstance(requested, list):
         missing = [p for p in requested if p not in available]
         if missing:
-            raise RuntimeError(
+            raise SetupError(
                 f"ONNX Runtime providers {missing} not available (have {available}); "
                 "install onnxruntime-gpu (pip install 'genie-robot[gpu]') for CUDAExecutionProvider"
             )

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genie_robot.errors import SetupError
+
 WINDOW = "genie-robot play"
 HELP_LINE = "1-8 action  r reset  s save GIF  q quit"
 
@@ -44,7 +46,7 @@ def load_prompt(args: argparse.Namespace, resolution: tuple[int, int]) -> np.nda
     try:
         from genie_robot.data.sim.simulate import generate_episode
     except ImportError as exc:
-        raise RuntimeError(f"no prompt given and the simulator is not installed ({exc}); pass --image or --store, "
+        raise SetupError(f"no prompt given and the simulator is not installed ({exc}); pass --image or --store, "
                            "or install the sim extra (pip install 'genie-robot[sim]')") from None
     if resolution[0] != resolution[1]:
         raise ValueError(f"the simulator renders square frames, the model wants {resolution}; pass --image or --store")
@@ -72,9 +74,8 @@ def play(args: argparse.Namespace) -> int:
     from genie_robot.runtime.world_model import WorldModel
 
     if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
-        print("error: play needs a display (DISPLAY is not set); on a headless machine run it under "
-              "`xvfb-run genie-robot play ...`", file=sys.stderr)
-        return 2
+        raise SetupError("play needs a display (DISPLAY is not set); on a headless machine run it under "
+                         "`xvfb-run genie-robot play ...`")
     wm = WorldModel.load(args.model, backend=args.backend, providers=args.providers, steps=args.steps,
                          seed=args.seed)
     prompt = load_prompt(args, wm.resolution)
@@ -113,27 +114,29 @@ def play(args: argparse.Namespace) -> int:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from genie_robot.cli import run_reporting_errors
+    from genie_robot.cli import run_reporting_errors, setup_logging
 
+    setup_logging()
     return run_reporting_errors(play, args, "genie-robot play")
 
 
 def register_cli(subparsers) -> None:
+    from genie_robot import cli_flags as flags
+
     p = subparsers.add_parser("play", help="drive the world model with the keyboard in a window",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", "--bundle", dest="model", default="default",
-                   help="model bundle dir (from `genie-robot export`); default: the shipped model. --bundle is the "
-                        "old name of this flag, as every other subcommand calls it --model")
-    p.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
-    p.add_argument("--providers", default="auto", help="onnxruntime providers: auto, cpu or cuda")
-    p.add_argument("--store", default=None, help="prompt from this episode store ...")
+    flags.add_model(p, aliases=("--bundle",),
+                    help="model bundle dir (from `genie-robot export`); default: the shipped model. --bundle is the "
+                         "old name of this flag, as every other subcommand calls it --model")
+    flags.add_backend(p, providers=True)
+    flags.add_store(p, "prompt from this episode store ...")
     p.add_argument("--episode", type=int, default=0, help="... episode index (default 0)")
     p.add_argument("--image", default=None, help="prompt from an image file")
     p.add_argument("--prompt-frames", type=int, default=1, help="prompt length from a store or the simulator")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (and simulator episode seed)")
+    flags.add_seed(p, 0, "sampling seed (and simulator episode seed)")
     p.add_argument("--steps", type=int, default=None, help="MaskGIT steps (default: the model config's)")
     p.add_argument("--scale", type=int, default=8, help="window upscaling factor (default 8)")
-    p.add_argument("--out", default="play_session.gif", help="where `s` saves the session GIF")
+    flags.add_out(p, "where `s` saves the session GIF", required=False, default="play_session.gif")
     p.add_argument("--gif-scale", type=int, default=4, help="GIF upscaling factor (default 4)")
     p.add_argument("--fps", type=float, default=5.0, help="GIF frame rate")
     p.set_defaults(func=run_cli)

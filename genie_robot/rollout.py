@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genie_robot.errors import SetupError
+
 DEFAULT_SIM_SEED = 90_001  # far from the training seeds (1000-1599) of the default model
 
 
@@ -35,7 +37,7 @@ def real_clip(args: argparse.Namespace, resolution: tuple[int, int], stride: int
     try:
         from genie_robot.data.sim.simulate import generate_episode
     except ImportError as exc:
-        raise RuntimeError(f"the simulator is not installed ({exc}); pass --store, or install the sim extra "
+        raise SetupError(f"the simulator is not installed ({exc}); pass --store, or install the sim extra "
                            "(pip install 'genie-robot[sim]')") from None
     if resolution[0] != resolution[1]:
         raise ValueError(f"the simulator renders square frames, the model wants {resolution}; pass --store")
@@ -104,33 +106,35 @@ def rollout(args: argparse.Namespace) -> int:
 def run_cli(args: argparse.Namespace) -> int:
     import logging
 
-    from genie_robot.cli import run_reporting_errors
+    from genie_robot.cli import run_reporting_errors, setup_logging
 
+    setup_logging()
     if args.verbose:  # the first use of a weight-only bundle exports ONNX graphs: show the exporter's log
         logging.getLogger("genie_robot.runtime.export").setLevel(logging.DEBUG)
     return run_reporting_errors(rollout, args, "genie-robot rollout")
 
 
 def register_cli(subparsers) -> None:
+    from genie_robot import cli_flags as flags
+
     p = subparsers.add_parser("rollout", help="imagine a robot video's future from its first frame -> GIF",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="default", help="model bundle dir (from `genie-robot export`); default: the shipped model")
-    p.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
-    p.add_argument("--providers", default="auto", help="onnxruntime providers: auto, cpu or cuda")
-    p.add_argument("--store", default=None, help="real clip from this episode store ...")
+    flags.add_model(p, help="model bundle dir (from `genie-robot export`); default: the shipped model")
+    flags.add_backend(p, providers=True)
+    flags.add_store(p, "real clip from this episode store ...")
     p.add_argument("--episode", type=int, default=0, help="... episode index (default 0)")
     p.add_argument("--scene", default="mix", choices=["push", "pick", "slide", "mix"], help="simulator scene")
-    p.add_argument("--seed", type=int, default=DEFAULT_SIM_SEED, help="simulator episode and sampling seed")
+    flags.add_seed(p, DEFAULT_SIM_SEED, "simulator episode and sampling seed")
     p.add_argument("--frames", type=int, default=16, help="length of the real clip (prompt + imagined)")
-    p.add_argument("--stride", type=int, default=None,
-                   help="take every n-th frame of the real clip (default: the model's training frame_stride)")
+    flags.add_stride(p, default=None, help="take every n-th frame of the real clip (default: the model's training "
+                                           "frame_stride)")
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames given to the model (default 1)")
     p.add_argument("--actions", default=None, help="comma-separated latent actions for the third column "
                                                     "(default: random ones)")
     p.add_argument("--steps", type=int, default=None, help="MaskGIT steps (default: the model config's)")
     p.add_argument("--scale", type=int, default=4, help="GIF upscaling factor (default 4)")
     p.add_argument("--fps", type=float, default=4.0, help="GIF frame rate")
-    p.add_argument("--out", default="outputs/rollout.gif", help="GIF path (a PNG grid is written next to it)")
+    flags.add_out(p, "GIF path (a PNG grid is written next to it)", required=False, default="outputs/rollout.gif")
     p.add_argument("--verbose", action="store_true",
                    help="show the ONNX exporter's own log when the model's graphs are exported on first use")
     p.set_defaults(func=run_cli)

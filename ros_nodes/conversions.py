@@ -12,6 +12,8 @@ import array
 
 import numpy as np
 
+from genie_robot.errors import InputError
+
 # encoding -> (channels, how to turn the channels into RGB)
 _DECODERS = {
     "rgb8": (3, lambda x: x),
@@ -27,7 +29,7 @@ OUTPUT_ENCODINGS = ("rgb8", "bgr8")
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An Image message that cannot become an RGB frame."""
 
 

@@ -1,4 +1,6 @@
-"""Shared test fixtures. `tiny_store` writes a small random episode store and returns its path.
+"""Shared test fixtures. `tiny_store` writes a small random episode store and returns its path;
+`tiny_bundle`, `tiny_onnx_bundle` and `stride2_bundle` are tiny model bundles (planning and experiments
+use them; tests/ros and tests/runtime have their own).
 
 Frames carry markers so tests can check where a frame came from: in every frame,
 pixel [0, 0, 0] = episode index (mod 256) and pixel [0, 0, 1] = frame index within the episode
@@ -108,3 +110,53 @@ def tiny_episode():
     """The marked-episode maker behind tiny_store: tiny_episode(index, length, resolution=(16, 16),
     action_dim=2, state_dim=None, instruction=None, seed=0) -> Episode."""
     return make_episode
+
+
+def export_tiny(root, onnx: bool, seed: int = 0, frame_stride: int | None = None) -> str:
+    """A tiny bundle through the real export; frame_stride: the training run's `train.frame_stride`
+    (which the trainer also records in the model config's data), None = configs without either, as
+    checkpoints from before strides."""
+    import torch
+
+    from genie_robot.artifacts import checkpoints
+    from genie_robot.models import Genie, preset
+    from genie_robot.runtime.export import export_bundle
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        genie = Genie(preset("tiny"))
+        with torch.no_grad():
+            genie.dynamics.action_table.copy_(genie.lam.action_embeddings())
+        train, model = {"preset": "tiny", "model": {}}, genie.cfg.to_dict()
+        if frame_stride is not None:
+            train["frame_stride"] = model["data"]["frame_stride"] = frame_stride
+        else:
+            del model["data"]
+        config = {"train": train, "model": model, "stage": "dynamics"}
+        checkpoints.save_checkpoint(root / "dynamics", 1, weights=genie.state_dict(), config=config,
+                                    state={"step": 1, "mlflow_run_id": None})
+        out, _, _ = export_bundle(str(root / "dynamics"), root / "bundle", onnx=onnx)
+    finally:
+        torch.set_num_threads(threads)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """Torch-backend bundle of the `tiny` preset (16x16 frames, 4 latent actions), ~1 s."""
+    return export_tiny(tmp_path_factory.mktemp("tiny_bundle"), onnx=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_bundle(tmp_path_factory):
+    """The same with ONNX graphs (~20 s: the export)."""
+    return export_tiny(tmp_path_factory.mktemp("tiny_onnx_bundle"), onnx=True)
+
+
+@pytest.fixture(scope="session")
+def stride2_bundle(tmp_path_factory):
+    """The tiny torch bundle of a model trained on every 2nd frame (manifest frame_stride 2). Seed 2:
+    a random LAM whose labels vary with the frames (seed 0's gives one latent for everything)."""
+    return export_tiny(tmp_path_factory.mktemp("stride2_bundle"), onnx=False, seed=2, frame_stride=2)

@@ -2,7 +2,9 @@
 
 The library (`genie_robot/`) owns the formats that cross stages (`genie_robot/artifacts/`:
 checkpoints, tracking); `training/` uses the library, never the reverse. The ROS nodes
-(`ros_nodes/`) run the library's runtime and never import the trainer either.
+(`ros_nodes/`) run the library's runtime and never import the trainer either. The experiments
+(`experiments/`: sweeps, studies, reports) sit downstream of both the library and the trainer: they
+may import them, and nothing imports the experiments.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+EXPERIMENTS_RULE = ("experiments/ (sweeps, studies, reports) use the library and the trainer; nothing imports "
+                    "them: what others reuse belongs in genie_robot/ (or training/)")
+# package -> [(a package it must never import, why)]
 RULES = {
-    "genie_robot": ("training", "the library (genie_robot/) never imports training/: training uses the library, "
-                                "the formats that cross stages live in genie_robot/artifacts/"),
-    "ros_nodes": ("training", "ros_nodes/ never imports training/: nodes use the library (genie_robot/) only"),
+    "genie_robot": [("training", "the library (genie_robot/) never imports training/: training uses the library, "
+                                 "the formats that cross stages live in genie_robot/artifacts/"),
+                    ("experiments", EXPERIMENTS_RULE)],
+    "ros_nodes": [("training", "ros_nodes/ never imports training/: nodes use the library (genie_robot/) only"),
+                  ("experiments", EXPERIMENTS_RULE)],
+    "training": [("experiments", EXPERIMENTS_RULE)],
 }
+CASES = [(package, forbidden, rule) for package, rules in sorted(RULES.items()) for forbidden, rule in rules]
 
 
 def _names(node: ast.AST) -> list[str]:
@@ -48,9 +57,8 @@ def forbidden_imports(source: str, forbidden: str, filename: str = "<source>") -
     return sorted(found)
 
 
-@pytest.mark.parametrize("package", sorted(RULES))
-def test_package_never_imports_a_forbidden_package(package):
-    forbidden, rule = RULES[package]
+@pytest.mark.parametrize("package,forbidden,rule", CASES, ids=[f"{p}-{f}" for p, f, _ in CASES])
+def test_package_never_imports_a_forbidden_package(package, forbidden, rule):
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"no .py files under {package}/"
     problems = []
@@ -86,14 +94,19 @@ def test_the_check_finds_every_form_of_import():
     assert [line for line, _ in forbidden_imports(source, "training")] == [1, 2, 3, 4, 6, 9, 11, 17]
 
 
-def test_the_trainer_subcommands_come_in_as_plugins():
-    """genie-robot still has `train` and `ablate`: pyproject.toml's entry points bring them in."""
+def test_the_trainer_and_experiment_subcommands_come_in_as_plugins():
+    """genie-robot still has `train` (training/) and `ablate`, `eval`, `plan-eval`, `agents`
+    (experiments/): pyproject.toml's entry points bring them in, in this order after the data commands."""
     from genie_robot.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert {"train", "ablate", "eval", "export"} <= set(commands)
+    assert {"train", "ablate", "eval", "plan-eval", "agents", "export"} <= set(commands)
     order = list(commands)
-    assert order.index("info") < order.index("train") < order.index("ablate") < order.index("eval")
+    assert order.index("info") < order.index("train") < order.index("ablate") < order.index("eval") \
+        < order.index("plan-eval") < order.index("agents") < order.index("export")
+    for name, module in (("ablate", "experiments.ablate"), ("eval", "experiments.eval_report"),
+                         ("plan-eval", "experiments.plan_report"), ("agents", "experiments.agents")):
+        assert commands[name].get_default("func").__module__ == module, name
 
 
 def test_the_planner_service_does_not_import_the_node_that_hosts_it():

@@ -55,7 +55,7 @@ def dynamics_monitor(genie, val_set, device: torch.device) -> dict[str, float]:
         return {}
     ground_truth = genie.cfg.dynamics.action_source == "ground_truth"
     actions = batch["transition_actions"][:, :t] if ground_truth else None
-    dp = delta_psnr(genie, clips, seed=0, actions_BT1=actions)
+    dp = delta_psnr(genie, clips, seed=0, actions_BTm1=actions)
     out = {f"delta_psnr_{t}": float(np.mean(dp.psnr_inferred_BT[:, t] - dp.psnr_random_BT[:, t])),
            f"gen_psnr_{t}": float(np.nanmean(dp.psnr_inferred_BT[:, t]))}
     if not ground_truth:

@@ -40,14 +40,14 @@ def rollout_with_inferred_actions(genie, clip_BTHW3: torch.Tensor, context: int,
     infers from the real clip -> uint8 (B, T, H, W, 3) (prompt frames as given, then generated ones)."""
     from genie_robot.runtime.world_model import WorldModel
 
-    actions_BT1 = genie.lam.infer_actions(clip_BTHW3).cpu().numpy()
+    actions_BTm1 = genie.lam.infer_actions(clip_BTHW3).cpu().numpy()
     clip = clip_BTHW3.cpu().numpy()
     was_training = genie.training
     try:
         wm = WorldModel.from_genie(genie, seed=seed)
-        state = wm.reset(clip[:, :context], prompt_actions_BT1=actions_BT1[:, : context - 1])
+        state = wm.reset(clip[:, :context], prompt_actions_BTm1=actions_BTm1[:, : context - 1])
         frames = [clip[:, t] for t in range(context)]
-        frames += [wm.step(state, actions_BT1[:, t - 1]) for t in range(context, clip.shape[1])]
+        frames += [wm.step(state, actions_BTm1[:, t - 1]) for t in range(context, clip.shape[1])]
     finally:
         genie.train(was_training)
     return torch.from_numpy(np.stack(frames, axis=1))

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from genie_robot.artifacts import checkpoints as ckpt_io
-from genie_robot.cli import report_error
+from genie_robot.errors import InputError
 from training.configs import TrainConfig, apply_model_overrides, flatten, load_config, resume_changes
 
 # ------------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ class StreamSampler(torch.utils.data.Sampler):
 # what is trained: a Stage
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A problem with the config, the data or a checkpoint, found before training starts."""
 
 
@@ -876,8 +876,10 @@ def _open_tracker(cfg: TrainConfig, stage: Stage, run_id: str | None):
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", action="append", default=None, metavar="PATH[:WEIGHT]",
-                   help="episode store (Zarr path or URL); repeat for several, optional sampling weight")
+    from genie_robot import cli_flags as flags
+
+    flags.add_store(p, "episode store (Zarr path or URL); repeat for several, optional sampling weight",
+                    repeat=True, metavar="PATH[:WEIGHT]")
     p.add_argument("--config", default=None, metavar="YAML", help="YAML file of TrainConfig keys (see training/configs/)")
     p.add_argument("--preset", default=None, help="model preset: tiny | cpu | paper (default: cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -886,8 +888,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default=None, help="checkpoints and samples go here (default: runs/<stage>)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in the run dir (or the given one), same MLflow run")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    flags.add_mlflow(p, experiment=False)
+    flags.add_device(p)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--allow-changes", action="store_true",
                    help="with --resume: accept config changes that alter the run (lr, max_steps, seed, "
@@ -923,17 +925,20 @@ def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
         raise ConfigError(str(exc)) from None
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from genie_robot.data.store import StoreError  # a damaged chunk found while training
-
-    try:
-        cfg = config_from_args(args, args.stage)
-        final = train(cfg, resume=args.resume, allow_changes=args.allow_changes)
-    except (ConfigError, FileNotFoundError, StoreError) as exc:  # config / data / checkpoint problems: no traceback
-        return report_error(f"genie-robot train {args.stage}", exc)
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, args.stage)
+    final = train(cfg, resume=args.resume, allow_changes=args.allow_changes)
     if final is not None:
         print(f"final checkpoint: {final}")
     return 0
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Config, data and checkpoint problems (ConfigError, StoreError: a damaged chunk found while
+    training, a missing file) end in one error line and exit status 2, not a traceback."""
+    from genie_robot.cli import run_reporting_errors
+
+    return run_reporting_errors(run, args, f"genie-robot train {args.stage}")
 
 
 def register_cli(subparsers) -> None:

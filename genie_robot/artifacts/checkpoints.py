@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from genie_robot.errors import InputError
 from genie_robot.runtime.bundle import save_weights
 
 CKPT_DIRNAME = "checkpoints"
@@ -48,7 +49,7 @@ CONFIG = "config.json"
 STATE = "state.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint whose files are damaged (truncated, not what they claim to be); names them."""
 
 

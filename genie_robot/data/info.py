@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genie_robot.cli import report_error
+from genie_robot.errors import InputError
 
 
 def describe(store) -> dict:
@@ -96,12 +96,10 @@ def format_info(d: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genie_robot.data.store import StoreError
+    """An invalid or damaged store (StoreError; a preview reads frames): one error line, exit 2."""
+    from genie_robot.cli import run_reporting_errors
 
-    try:
-        return _run(args)
-    except StoreError as exc:  # invalid or damaged store (a preview reads frames)
-        return report_error("genie-robot info", exc)
+    return run_reporting_errors(_run, args, "genie-robot info")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,14 +120,15 @@ def _run(args: argparse.Namespace) -> int:
         from genie_robot.data.preview import save_image, store_preview
 
         if store.num_episodes == 0:
-            print("error: the store has no episodes to preview", file=sys.stderr)
-            return 2
+            raise InputError("the store has no episodes to preview")
         save_image(store_preview(store, episodes=args.episodes, frames=args.frames), args.preview)
         print(f"preview written to {args.preview}")
     return 0
 
 
 def register_cli(subparsers) -> None:
+    from genie_robot import cli_flags as flags
+
     p = subparsers.add_parser(
         "info",
         help="summarize an episode store (episodes, frames, resolution, fps, sizes); optional preview grid",
@@ -139,7 +138,7 @@ def register_cli(subparsers) -> None:
     p.add_argument(
         "--preview", metavar="OUT.png", help="write a grid of frames: rows = episodes, columns = time"
     )
-    p.add_argument("--episodes", type=int, default=4, help="episodes (rows) in the preview (default 4)")
+    flags.add_episodes(p, 4, "episodes (rows) in the preview (default 4)")
     p.add_argument(
         "--frames", type=int, default=8, help="frames per episode (columns) in the preview (default 8)"
     )

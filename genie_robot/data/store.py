@@ -28,6 +28,8 @@ from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
+from genie_robot.errors import InputError
+
 SCHEMA = "genie-robot/episodes"
 SCHEMA_VERSION = 1
 # Per-frame vectors are tiny; long chunks keep a window's actions in one read.
@@ -40,7 +42,7 @@ ALL_CHUNKS_ATTR = "all_chunks_written"
 _FINITE_CHECK_ROWS = 1 << 16
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A store or an episode is not what the format promises. The message names the fix."""
 
 

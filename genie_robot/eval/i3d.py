@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genie_robot.errors import SetupError
+
 WEIGHTS_RELPATH = "weights/i3d-kinetics-400.ckpt"
 WEIGHTS_SIZE = 50_830_672
 WEIGHTS_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
@@ -49,7 +51,7 @@ _MIXED = {
 }
 
 
-class I3DWeightsError(RuntimeError):
+class I3DWeightsError(SetupError):
     """The I3D weight file is missing, of another size/hash, or holds something other than arrays."""
 
 

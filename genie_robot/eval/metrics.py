@@ -106,7 +106,7 @@ class DeltaPSNR:
 
 @torch.no_grad()
 def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0,
-               actions_BT1: torch.Tensor | None = None, **sampling) -> DeltaPSNR:
+               actions_BTm1: torch.Tensor | None = None, **sampling) -> DeltaPSNR:
     """ΔPSNR of a Genie model on real clips uint8 (B, T, H, W, 3), T >= 2.
 
     Both rollouts start from the real frame 0 (`WorldModel.from_genie`: the runtime's inference path
@@ -114,7 +114,7 @@ def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0,
     the other by actions drawn uniformly from [0, num_actions) with `seed`. MaskGIT sampling uses the
     same `seed` in both. `sampling` goes to the WorldModel (steps, temperature, order, guidance).
 
-    `actions_BT1`: given actions instead of the LAM's, e.g. the store's (B, T-1, A) float for the
+    `actions_BTm1`: given actions instead of the LAM's, e.g. the store's (B, T-1, A) float for the
     ground-truth-action control; the baseline is then the same actions shuffled across the batch
     (rolled by one clip), so both rollouts see actions from the same distribution."""
     from genie_robot.runtime.world_model import WorldModel
@@ -127,8 +127,8 @@ def delta_psnr(genie, clips_BTHW3: torch.Tensor | np.ndarray, *, seed: int = 0,
     was_training = genie.training
     genie.eval()
     try:
-        if actions_BT1 is not None:
-            inferred = actions_BT1.to(device)
+        if actions_BTm1 is not None:
+            inferred = actions_BTm1.to(device)
             random = inferred.roll(1, dims=0)
         else:
             inferred = genie.lam.infer_actions(clips)  # (B, T-1)

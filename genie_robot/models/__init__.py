@@ -1,7 +1,8 @@
 """Genie's models: one ST-Transformer (st_transformer.py) reused by the video tokenizer, the latent
 action model and the MaskGIT dynamics model; MaskGIT sampling in sampling.py (numpy, the one sampler: the
 runtime's WorldModel runs it, on exported bundles and on these torch models alike); the composition in
-genie.py; configs and presets (tiny / cpu / paper) in configs.py."""
+genie.py; configs and presets (tiny / cpu / paper) in configs.py; the ablation variants beside the core,
+in variants/ (they register with the core, which imports them on lookup)."""
 
 from __future__ import annotations
 

@@ -54,6 +54,7 @@ class TokenizerConfig:
     # What the second attention of each block sees (the paper's Table 3 ablation, same parameters):
     # "st" ST-ViViT (same position, earlier frames; the default), "spatial" ViT (own frame only),
     # "full" C-ViViT (all tokens of this and earlier frames). The runtime / ONNX export needs "st".
+    # Blocks: st_transformer.BLOCKS, the ablation's in models/variants/frame_attention.py.
     attention: str = "st"
     # Which tokenizer: "st_vivit" (the paper's, fields above; tokenizer.py) or "conv" (per frame: a conv
     # encoder/decoder with FSQ, conv_tokenizer.py; measured 30.3 dB in 1,500 steps where ST-ViViT stood
@@ -98,7 +99,9 @@ class LatentActionConfig:
     resolution: tuple[int, int] = (16, 16)
     patch: int = 8
     # "pixels" (the paper's choice) | "tokens" (ablation, Table 2: the LAM embeds the frozen tokenizer's
-    # token ids on the tokenizer's grid, so `patch` = tokenizer patch, and still predicts pixels)
+    # token ids on the tokenizer's grid, so `patch` = tokenizer patch, and still predicts pixels).
+    # This and decoder_frames, latent_norm, decoder_residual below choose variants of the paper's LAM:
+    # subclasses in models/variants/lam_variants.py (latent_actions.LAM_VARIANTS).
     input: str = "pixels"
     context: int = 16
     encoder: TransformerConfig = field(default_factory=TransformerConfig)
@@ -126,7 +129,7 @@ class LatentActionConfig:
     # then spends nothing on re-drawing the static scene, so the loss is about what moved -- the part
     # only the action can explain (needs pixel targets; with input="tokens" x_t's pixels are added).
     decoder_residual: bool = False
-    # Which LAM: "st_transformer" (the paper's, fields above; latent_actions.py) or "conv"
+    # Which LAM: "st_transformer" (the paper's, fields above; latent_actions.py and its variants) or "conv"
     # (conv_latent_actions.py): a conv encoder on (x_t, x_t+1, x_t+1 - x_t) -> FSQ with 2 levels per dim
     # (|A| = 2 ** len(fsq_levels)) and a variance floor, and a conv U-Net decoder that sees x_t only,
     # the action entering every block by FiLM. Measured: NMI 0.41 where VQ collapsed to one code.

@@ -14,8 +14,8 @@ Why (../shared/FINDINGS.md, docs/latent_actions.md): with plain VQ the same netw
 (NMI 0.00); with binary FSQ and the floor it used 6-7 of 8 codes, NMI 0.41 with the ground-truth
 motion, on this project's simulator at stride 3.
 
-Convention (shared with the dynamics model): actions_BT1[:, t] labels x_t -> x_t+1.
-Shapes: B batch, T frames, L = B*(T-1) transitions, H, W pixels, D action dims.
+Convention (shared with the dynamics model): actions_BTm1[:, t] labels x_t -> x_t+1.
+Shapes: B batch, T frames, Tm1 = T-1 transitions, Z = B*(T-1) transitions flattened, H, W pixels, D action dims.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .tokenizer import check_frames, to_float
 
 
 def _pairs(frames_BTHW3: Tensor) -> tuple[Tensor, Tensor]:
-    """uint8 (B, T, H, W, 3) -> (x_t, x_t+1) as float (L, 3, H, W) each, L = B*(T-1)."""
+    """uint8 (B, T, H, W, 3) -> (x_t, x_t+1) as float (Z, 3, H, W) each, Z = B*(T-1)."""
     x = rearrange(to_float(frames_BTHW3), "b t h w c -> b t c h w")
     return x[:, :-1].flatten(0, 1), x[:, 1:].flatten(0, 1)
 
@@ -50,7 +50,7 @@ class ActionEncoder(nn.Module):
         self.to_latent = nn.Linear(c_in * (H // s) * (W // s), len(cfg.fsq_levels))
 
     def forward(self, x_t: Tensor, x_next: Tensor) -> Tensor:
-        """(L, 3, H, W) twice -> continuous latents (L, D)."""
+        """(Z, 3, H, W) twice -> continuous latents (Z, D)."""
         h = self.convs(torch.cat([x_t, x_next, x_next - x_t], dim=1))
         return self.to_latent(h.flatten(1))
 
@@ -74,17 +74,17 @@ class FiLMUNet(nn.Module):
             self.up.append(ResBlock(ch[i + 1] + ch[i], ch[i], D))
         self.out = nn.Sequential(group_norm(ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3, 3, padding=1))
 
-    def forward(self, x_t: Tensor, a_LD: Tensor) -> Tensor:
+    def forward(self, x_t: Tensor, a_ZD: Tensor) -> Tensor:
         h, skips = self.inp(x_t), []
         for i, block in enumerate(self.down):
-            h = block(h, a_LD)
+            h = block(h, a_ZD)
             if i < len(self.pool):
                 skips.append(h)
                 h = self.pool[i](h)
-        h = self.mid(h, a_LD)
+        h = self.mid(h, a_ZD)
         for block in self.up:
             h = F.interpolate(h, scale_factor=2, mode="nearest")
-            h = block(torch.cat([h, skips.pop()], dim=1), a_LD)
+            h = block(torch.cat([h, skips.pop()], dim=1), a_ZD)
         return self.out(h)
 
 
@@ -97,21 +97,21 @@ class ConvLatentActionModel(nn.Module):
         self.decoder = FiLMUNet(cfg)
 
     def forward(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
-        """-> (loss, metrics, actions_BT1). `tokens_BTN` is ignored (pixels only)."""
+        """-> (loss, metrics, actions_BTm1). `tokens_BTN` is ignored (pixels only)."""
         check_frames(frames_BTHW3, self.cfg.resolution, "ConvLatentActionModel", min_frames=2)
         B, T = frames_BTHW3.shape[:2]
         x_t, x_next = _pairs(frames_BTHW3)
-        a_LD, actions_L, floor_loss, q_metrics = self.fsq(self.encoder(x_t, x_next))
+        a_ZD, actions_Z, floor_loss, q_metrics = self.fsq(self.encoder(x_t, x_next))
         delta = x_next - x_t
-        mse = F.mse_loss(self.decoder(x_t, a_LD).float(), delta)
+        mse = F.mse_loss(self.decoder(x_t, a_ZD).float(), delta)
         loss = mse + floor_loss
         metrics = {"loss": loss.item(), "mse": mse.item(), "var_floor_loss": floor_loss.item()}
         metrics.update({f"fsq/{k}": v for k, v in q_metrics.items()})
-        if self.cfg.monitor_action_sensitivity and a_LD.shape[0] > 1:
+        if self.cfg.monitor_action_sensitivity and a_ZD.shape[0] > 1:
             with torch.no_grad():  # same frames, the batch's actions rolled by one
-                mse_shuffled = F.mse_loss(self.decoder(x_t, a_LD.detach().roll(1, 0)).float(), delta)
+                mse_shuffled = F.mse_loss(self.decoder(x_t, a_ZD.detach().roll(1, 0)).float(), delta)
             metrics["action_sensitivity"] = mse_shuffled.item() / max(mse.item(), 1e-12)
-        return loss, metrics, actions_L.view(B, T - 1)
+        return loss, metrics, actions_Z.view(B, T - 1)
 
     def loss(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         loss, metrics, _ = self(frames_BTHW3)

@@ -66,7 +66,7 @@ class ConvTokenizer(nn.Module):
         return rearrange(self.encoder(x), "l d h w -> l h w d")
 
     def _pixels(self, codes_LhwD: Tensor) -> Tensor:
-        """Quantised code values (L, h, w, D) in [-1, 1] -> float pixels (L, H, W, 3) in about [-1, 1]."""
+        """Quantised code values (Z, h, w, D) in [-1, 1] -> float pixels (Z, H, W, 3) in about [-1, 1]."""
         return rearrange(self.decoder(rearrange(codes_LhwD, "l h w d -> l d h w")), "l c h w -> l h w c")
 
     def loss(self, frames_BTHW3: Tensor) -> tuple[Tensor, dict[str, float]]:

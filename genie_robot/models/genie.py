@@ -9,7 +9,8 @@ Training happens in stages:
      the paper's recipe); with a frozen one only its actions are read. With
      `dynamics.action_source = "ground_truth"` the dynamics model is conditioned on the store's real
      actions instead (the control that says whether dynamics and sampler can express control at all).
-`build_tokenizer` / `build_lam` pick the model class a config's `kind` names.
+`build_tokenizer` / `build_lam` pick the model class a config's `kind` names; the paper's kinds build the
+ablation variants a config asks for from their registries (models/variants/).
 Generation is the runtime's: `genie_robot.runtime.WorldModel.from_genie(genie)` runs this model's
 cached single-frame steps with the one MaskGIT sampler (models/sampling.py), as it runs an exported
 bundle.
@@ -26,7 +27,7 @@ from .configs import GenieConfig, LatentActionConfig, TokenizerConfig
 from .conv_latent_actions import ConvLatentActionModel
 from .conv_tokenizer import ConvTokenizer
 from .dynamics import DynamicsModel
-from .latent_actions import LatentActionModel
+from .latent_actions import lam_class
 from .tokenizer import VideoTokenizer
 
 
@@ -36,8 +37,9 @@ def build_tokenizer(cfg: TokenizerConfig) -> nn.Module:
 
 
 def build_lam(cfg: LatentActionConfig) -> nn.Module:
-    """The LAM `cfg.kind` names: "conv" (ConvLatentActionModel) or "st_transformer" (the paper's)."""
-    return ConvLatentActionModel(cfg) if cfg.kind == "conv" else LatentActionModel(cfg)
+    """The LAM `cfg.kind` names: "conv" (ConvLatentActionModel) or "st_transformer" (the paper's, or the
+    registered variant of it that `cfg` asks for: latent_actions.lam_class)."""
+    return ConvLatentActionModel(cfg) if cfg.kind == "conv" else lam_class(cfg)(cfg)
 
 
 class Genie(nn.Module):
@@ -47,7 +49,7 @@ class Genie(nn.Module):
         self.tokenizer = build_tokenizer(cfg.tokenizer)
         self.lam = build_lam(cfg.lam)
         self.dynamics = DynamicsModel(cfg.dynamics)
-        if cfg.lam.kind != "conv" and cfg.lam.input == "tokens":  # the token-input LAM ablation
+        if hasattr(self.lam, "attach_tokenizer"):  # a LAM that reads the tokenizer's tokens (an ablation)
             self.lam.attach_tokenizer(self.tokenizer)
 
     def dynamics_loss(self, frames_BTHW3: Tensor, transition_actions: Tensor | None = None
@@ -66,7 +68,7 @@ class Genie(nn.Module):
                                  "(a store with data/action)")
             actions, table = transition_actions.float(), None
         elif any(p.requires_grad for p in self.lam.parameters()):  # the paper: LAM co-trained
-            lam_loss, lam_metrics, actions = self.lam(frames_BTHW3, tokens_BTN)  # tokens: input="tokens" only
+            lam_loss, lam_metrics, actions = self.lam(frames_BTHW3, tokens_BTN)  # tokens: for a LAM that reads them
             loss = loss + lam_loss
             metrics.update({f"lam/{k}": v for k, v in lam_metrics.items()})
             table = self.lam.action_embeddings()

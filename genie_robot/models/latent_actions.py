@@ -17,20 +17,19 @@ codes; and `loss` logs `action_sensitivity`, the decoder's MSE with the batch's 
 divided by its MSE with the true actions. A healthy LAM is well above 1; a value near 1 means the
 action carries no information (stop and look at the codebook usage).
 
-Input ablation (Genie, Table 2), `cfg.input`:
-  "pixels"  (default, the paper's choice) patches of the frames, linearly embedded;
-  "tokens"  the frozen tokenizer's token ids, embedded by a table, on the tokenizer's grid (so
-            `cfg.patch` = the tokenizer's patch). The decoder still predicts next-frame pixels with the
-            same MSE, so the two variants differ only in what the LAM sees. The tokens come from
-            `tokens_BTN` (Genie.dynamics_loss passes the ones it computed) or from the tokenizer given
-            to `attach_tokenizer` (Genie does it), so `infer_actions(frames)` keeps its signature.
-            The runtime's ONNX `lam_encoder` graph reads pixels and supports only "pixels".
+This is the paper's pixel-input LAM. Its ablations (Table 2's token input) and this repo's fixes
+against collapse (decoder_frames=1, latent_norm="batch", decoder_residual) are subclasses registered
+in `LAM_VARIANTS` from models/variants/lam_variants.py; `genie.build_lam(cfg)` builds the one `cfg` asks for.
 
-Convention (shared with the dynamics model): actions_BT1[:, t] is the transition x_t -> x_{t+1}.
-Shapes: B batch, T frames, N patches (or tokens) per frame, P pixel values per patch, M width, D code dim.
+Convention (shared with the dynamics model): actions_BTm1[:, t] is the transition x_t -> x_{t+1}.
+Shapes: B batch, T frames, Tm1 = T-1 transitions, Z = B*(T-1) transitions flattened, N patches per frame,
+P pixel values per patch, M width, D code dim.
 """
 
 from __future__ import annotations
+
+import functools
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -41,59 +40,66 @@ from .quantizer import VectorQuantizer
 from .st_transformer import STTransformer, init_weights
 from .tokenizer import start_at_zero, check_frames, patchify, to_float
 
+# (LatentActionConfig field, value) -> the LatentActionModel subclass that implements that value. The
+# ablations register themselves from models/variants/lam_variants.py.
+LAM_VARIANTS: dict[tuple[str, object], type["LatentActionModel"]] = {}
+
+
+def lam_class(cfg: LatentActionConfig) -> type["LatentActionModel"]:
+    """The class `cfg` asks for: LatentActionModel, the registered variant its fields name, or a class
+    combining several (each is a cooperative subclass). Imports models/variants/ first (they register
+    there), so that every way of building a LAM sees them."""
+    importlib.import_module(f"{__package__}.variants")
+    chosen = tuple(cls for (name, value), cls in LAM_VARIANTS.items() if getattr(cfg, name) == value)
+    if len(chosen) > 1:
+        return _combined(chosen)
+    return chosen[0] if chosen else LatentActionModel
+
+
+@functools.cache
+def _combined(classes: tuple[type, ...]) -> type["LatentActionModel"]:
+    return type("+".join(c.__name__ for c in classes), classes, {"__module__": classes[0].__module__})
+
 
 class LatentActionModel(nn.Module):
     def __init__(self, cfg: LatentActionConfig):
         super().__init__()
+        wanted = lam_class(cfg)
+        if not issubclass(type(self), wanted):
+            raise ValueError(f"this LatentActionConfig asks for the {wanted.__name__} variant, not "
+                             f"{type(self).__name__}: build the LAM with genie_robot.models.genie.build_lam(cfg)")
         self.cfg = cfg
-        self.tokenizer = None  # input="tokens": see attach_tokenizer (a reference, not a sub-module)
         P, N = cfg.patch * cfg.patch * 3, cfg.num_tokens
         enc, dec, D = cfg.encoder, cfg.decoder, cfg.quantizer.code_dim
-        # The input embedding is the one thing the "tokens" ablation swaps (pixels -> token embeddings).
-        pixels = cfg.input == "pixels"
-        if pixels:
-            self.patch_embed = nn.Linear(P, enc.width)
-        else:
-            self.token_embed = nn.Embedding(cfg.token_vocab, enc.width)
+        self.build_input_embedding(enc.width, "patch_embed")
         self.action_query = nn.Parameter(torch.randn(enc.width) * 0.02)
         self.encoder = STTransformer(enc, N + 1, cfg.context, cfg.random_time_offset)
         self.to_action = nn.Linear(enc.width, D)
-        if cfg.latent_norm == "batch":
-            self.latent_norm = nn.BatchNorm1d(D, affine=False)
         self.vq = VectorQuantizer(cfg.quantizer)
-        if pixels:
-            self.dec_patch_embed = nn.Linear(P, dec.width)
-        else:
-            self.dec_token_embed = nn.Embedding(cfg.token_vocab, dec.width)
+        self.build_input_embedding(dec.width, "dec_patch_embed")
         self.action_embed = nn.Linear(D, dec.width)
         self.decoder = STTransformer(dec, N, cfg.context, cfg.random_time_offset)
         self.to_pixels = nn.Linear(dec.width, P)
         self.apply(init_weights)
 
-    def attach_tokenizer(self, tokenizer: nn.Module) -> None:
-        """input="tokens": the (frozen) tokenizer whose `encode` gives the tokens when a caller passes
-        frames only. Kept outside the module tree: its weights belong to the tokenizer, not the LAM."""
-        object.__setattr__(self, "tokenizer", tokenizer)
+    # The steps below are where the variants (models/variants/lam_variants.py) hook in.
+
+    def build_input_embedding(self, width: int, name: str) -> None:
+        """The embedding of what the encoder (name "patch_embed") or the decoder ("dec_patch_embed")
+        reads: one frame's patch (P pixel values) -> width."""
+        setattr(self, name, nn.Linear(self.cfg.patch * self.cfg.patch * 3, width))
 
     def _inputs(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> Tensor:
-        """What the encoder and decoder read: pixel patches (B, T, N, P) or token ids (B, T, N) int64."""
-        if self.cfg.input == "pixels":
-            return patchify(to_float(frames_BTHW3), self.cfg.patch)
-        if tokens_BTN is None:
-            if self.tokenizer is None:
-                raise ValueError("LatentActionModel(input='tokens') needs tokenizer tokens: pass "
-                                 "tokens_BTN=tokenizer.encode(frames), or attach_tokenizer(tokenizer) first")
-            tokens_BTN = self.tokenizer.encode(frames_BTHW3)
-        B, T = frames_BTHW3.shape[:2]
-        if tuple(tokens_BTN.shape) != (B, T, self.cfg.num_tokens):
-            raise ValueError(f"expected tokens (B, T, N) = {(B, T, self.cfg.num_tokens)} for these frames, "
-                             f"got {tuple(tokens_BTN.shape)}")
-        return tokens_BTN
+        """What the encoder and decoder read: the frames' pixel patches (B, T, N, P). `tokens_BTN`, the
+        tokenizer's tokens of the frames (Genie passes them), is for a LAM that reads tokens."""
+        return patchify(to_float(frames_BTHW3), self.cfg.patch)
 
-    def _embed(self, x: Tensor, decoder: bool = False) -> Tensor:
-        if self.cfg.input == "pixels":
-            return (self.dec_patch_embed if decoder else self.patch_embed)(x)
-        return (self.dec_token_embed if decoder else self.token_embed)(x)
+    def _pixel_patches(self, frames_BTHW3: Tensor, x_BTNP: Tensor) -> Tensor:
+        """The frames' pixel patches (B, T, N, P), which the decoder predicts: here the inputs themselves."""
+        return x_BTNP
+
+    def _embed(self, x_BTNP: Tensor, decoder: bool = False) -> Tensor:
+        return (self.dec_patch_embed if decoder else self.patch_embed)(x_BTNP)
 
     def _latents(self, x_BTNP: Tensor, t0_B: Tensor | None = None) -> Tensor:
         """Continuous latent actions z (B, T-1, D); z[:, t] is read at frame t+1, sees frames <= t+1."""
@@ -105,45 +111,38 @@ class LatentActionModel(nn.Module):
 
     def latent(self, y_M: Tensor) -> Tensor:
         """Encoder output at the action token (…, M) -> continuous latent action (…, D)."""
-        z = self.to_action(y_M)
-        if self.cfg.latent_norm == "batch":
-            z = self.latent_norm(z.reshape(-1, z.shape[-1])).reshape(z.shape)
-        return z
+        return self.to_action(y_M)
 
-    def _predict_next(self, x_BTNP: Tensor, aq_BT1D: Tensor, pixels_BTNP: Tensor | None = None) -> Tensor:
+    def _decode(self, h_BTNM: Tensor) -> Tensor:
+        """The decoder over the input slots (slot t: x_t + a_t), causal in time: sees x_1..x_t."""
+        return self.decoder(h_BTNM)
+
+    def _predict_next(self, x_BTNP: Tensor, aq_BTm1D: Tensor, pixels_BTNP: Tensor | None = None) -> Tensor:
         """Predicted patches of frames 1..T-1 from frames 0..T-2 and actions (slot t: x_t + a_t).
-        `pixels_BTNP`: the frames' pixel patches (decoder_residual adds x_t's to the prediction)."""
-        h = self._embed(x_BTNP[:, :-1], decoder=True) + self.action_embed(aq_BT1D)[:, :, None, :]
-        if self.cfg.decoder_frames == 1:  # each transition on its own: x_t + a_t -> x_{t+1}
-            B, T1, N, M = h.shape
-            out = self.to_pixels(self.decoder(h.reshape(B * T1, 1, N, M))).reshape(B, T1, N, -1)
-        else:
-            out = self.to_pixels(self.decoder(h))
-        if self.cfg.decoder_residual:
-            out = out + (x_BTNP if pixels_BTNP is None else pixels_BTNP)[:, :-1]
-        return out
+        `pixels_BTNP` (`_pixel_patches`): unused by the paper's decoder; a variant's may add x_t's."""
+        h = self._embed(x_BTNP[:, :-1], decoder=True) + self.action_embed(aq_BTm1D)[:, :, None, :]
+        return self.to_pixels(self._decode(h))
 
     def forward(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
-        """-> (loss, metrics, actions_BT1). Used by `loss` and by Genie.dynamics_loss (stage 2).
-        `tokens_BTN`: the tokenizer's tokens of the frames (input="tokens"; ignored for pixels)."""
+        """-> (loss, metrics, actions_BTm1). Used by `loss` and by Genie.dynamics_loss (stage 2)."""
         check_frames(frames_BTHW3, self.cfg.resolution, "LatentActionModel", min_frames=2)
         x_BTNP = self._inputs(frames_BTHW3, tokens_BTN)
-        z_BT1D = self._latents(x_BTNP)
-        B, T1, D = z_BT1D.shape
-        aq_LD, actions_L, vq_loss, vq_metrics = self.vq(z_BT1D.reshape(B * T1, D))
-        aq_BT1D = aq_LD.view(B, T1, D)
-        pixels_BTNP = x_BTNP if self.cfg.input == "pixels" else patchify(to_float(frames_BTHW3), self.cfg.patch)
+        z_BTm1D = self._latents(x_BTNP)
+        B, Tm1, D = z_BTm1D.shape
+        aq_ZD, actions_Z, vq_loss, vq_metrics = self.vq(z_BTm1D.reshape(B * Tm1, D))
+        aq_BTm1D = aq_ZD.view(B, Tm1, D)
+        pixels_BTNP = self._pixel_patches(frames_BTHW3, x_BTNP)
         target_BTNP = pixels_BTNP[:, 1:]
-        mse = F.mse_loss(self._predict_next(x_BTNP, aq_BT1D, pixels_BTNP).float(), target_BTNP)
+        mse = F.mse_loss(self._predict_next(x_BTNP, aq_BTm1D, pixels_BTNP).float(), target_BTNP)
         loss = mse + vq_loss
         metrics = dict(zip(["loss", "mse", "vq_loss"], torch.stack([loss.detach(), mse.detach(), vq_loss.detach()]).tolist()))
         metrics.update({f"vq/{k}": v for k, v in vq_metrics.items()})
-        if self.cfg.monitor_action_sensitivity and B * T1 > 1:
+        if self.cfg.monitor_action_sensitivity and B * Tm1 > 1:
             with torch.no_grad():  # same frames, actions rolled by one across the batch
-                shuffled = aq_LD.detach().roll(1, dims=0).view(B, T1, D)
+                shuffled = aq_ZD.detach().roll(1, dims=0).view(B, Tm1, D)
                 mse_shuffled = F.mse_loss(self._predict_next(x_BTNP, shuffled, pixels_BTNP).float(), target_BTNP)
             metrics["action_sensitivity"] = mse_shuffled.item() / max(mse.item(), 1e-12)
-        return loss, metrics, actions_L.view(B, T1)
+        return loss, metrics, actions_Z.view(B, Tm1)
 
     def loss(self, frames_BTHW3: Tensor, tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """Next-frame MSE (on [-1, 1] pixels) + VQ loss."""

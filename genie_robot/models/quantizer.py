@@ -16,7 +16,7 @@ Statistics and resets happen only in training mode when `update` is not False; `
 encode / infer_actions) never changes state. Under torch.distributed the counts are summed over
 ranks and rank 0's re-seeded codebook is broadcast, so replicas stay identical.
 
-Shapes: L vectors (any flattened batch), D code dim, V codes.
+Shapes: Z vectors (any flattened batch), D code dim, V codes.
 """
 
 from __future__ import annotations
@@ -43,22 +43,22 @@ class VectorQuantizer(nn.Module):
         """(V, D) normalised codes: what downstream models embed (e.g. latent actions for dynamics)."""
         return F.normalize(self.codebook, dim=-1)
 
-    def quantize(self, z_LD: Tensor) -> Tensor:
-        """Nearest code (max cosine similarity) per vector -> codes_L int64. No state change."""
-        return (F.normalize(z_LD.float(), dim=-1) @ self.embeddings().float().t()).argmax(dim=-1)
+    def quantize(self, z_ZD: Tensor) -> Tensor:
+        """Nearest code (max cosine similarity) per vector -> codes_Z int64. No state change."""
+        return (F.normalize(z_ZD.float(), dim=-1) @ self.embeddings().float().t()).argmax(dim=-1)
 
-    def forward(self, z_LD: Tensor, update: bool = True) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
-        """-> (z_q_LD straight-through, codes_L, vq loss (fp32 scalar), metrics).
+    def forward(self, z_ZD: Tensor, update: bool = True) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+        """-> (z_q_ZD straight-through, codes_Z, vq loss (fp32 scalar), metrics).
 
         loss = ||sg(z) - e||^2 (moves codes) + beta * ||z - sg(e)||^2 (commitment), on unit vectors.
         """
-        z = F.normalize(z_LD.float(), dim=-1)
+        z = F.normalize(z_ZD.float(), dim=-1)
         codes = self.quantize(z)
         e = self.embeddings().float()[codes]
         loss = F.mse_loss(e, z.detach()) + self.cfg.beta * F.mse_loss(z, e.detach())
         z_q = z + (e - z).detach()
         metrics = self._update(z.detach(), codes) if (update and self.training) else self._stats(codes)
-        return z_q.to(z_LD.dtype), codes, loss, metrics
+        return z_q.to(z_ZD.dtype), codes, loss, metrics
 
     # --------------------------------------------------------------------------- codebook health
 
@@ -123,7 +123,7 @@ class FSQ(nn.Module):
 
     Rounding uses a straight-through gradient. Code values lie in [-1, 1] per dim; `embeddings()`
     lists all of them in index order (mixed radix, first dim most significant).
-    Shapes: L vectors, D = len(levels), V = prod(levels).
+    Shapes: Z vectors, D = len(levels), V = prod(levels).
     """
 
     def __init__(self, levels: tuple[int, ...], var_floor: float = 0.0, var_weight: float = 100.0):
@@ -132,9 +132,9 @@ class FSQ(nn.Module):
             raise ValueError(f"FSQ levels must be integers >= 2, got {tuple(levels)}")
         self.levels = tuple(int(x) for x in levels)
         self.var_floor, self.var_weight = float(var_floor), float(var_weight)
-        L = torch.tensor(self.levels, dtype=torch.float32)
-        self.register_buffer("_half", (L - 1) / 2, persistent=False)  # bound: (-half, half)
-        self.register_buffer("_even", (1 - L % 2) * 0.5, persistent=False)  # 0.5 for even L, else 0
+        levels_D = torch.tensor(self.levels, dtype=torch.float32)
+        self.register_buffer("_half", (levels_D - 1) / 2, persistent=False)  # bound: (-half, half)
+        self.register_buffer("_even", (1 - levels_D % 2) * 0.5, persistent=False)  # 0.5 for even levels, else 0
         radix = [1]
         for n in reversed(self.levels[1:]):
             radix.insert(0, radix[0] * n)
@@ -144,20 +144,20 @@ class FSQ(nn.Module):
     def num_codes(self) -> int:
         return int(torch.tensor(self.levels).prod())
 
-    def bound(self, z_LD: Tensor) -> Tensor:
-        return torch.tanh(z_LD.float()) * self._half
+    def bound(self, z_ZD: Tensor) -> Tensor:
+        return torch.tanh(z_ZD.float()) * self._half
 
-    def _round(self, b_LD: Tensor) -> Tensor:
-        """Bounded values -> grid values in [-half, half] (half-integers for even L)."""
-        return torch.round(b_LD - self._even) + self._even
+    def _round(self, b_ZD: Tensor) -> Tensor:
+        """Bounded values -> grid values in [-half, half] (half-integers for even levels)."""
+        return torch.round(b_ZD - self._even) + self._even
 
-    def codes_to_indices(self, q_LD: Tensor) -> Tensor:
-        digits = (q_LD.float() + self._half).round().long()  # 0 .. L-1
+    def codes_to_indices(self, q_ZD: Tensor) -> Tensor:
+        digits = (q_ZD.float() + self._half).round().long()  # 0 .. levels-1
         return (digits * self._radix).sum(-1)
 
-    def quantize(self, z_LD: Tensor) -> Tensor:
+    def quantize(self, z_ZD: Tensor) -> Tensor:
         """Continuous latents (..., D) -> code indices (...) int64. No state."""
-        return self.codes_to_indices(self._round(self.bound(z_LD)))
+        return self.codes_to_indices(self._round(self.bound(z_ZD)))
 
     def embeddings(self) -> Tensor:
         """(V, D) every code's value, scaled to [-1, 1], in index order."""
@@ -165,9 +165,9 @@ class FSQ(nn.Module):
         digits = (idx[:, None] // self._radix) % torch.tensor(self.levels, device=idx.device)
         return (digits.float() - self._half) / self._half
 
-    def forward(self, z_LD: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
-        """-> (z_q_LD in [-1, 1] straight-through, codes_L, loss (variance floor, fp32), metrics)."""
-        b = self.bound(z_LD)
+    def forward(self, z_ZD: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+        """-> (z_q_ZD in [-1, 1] straight-through, codes_Z, loss (variance floor, fp32), metrics)."""
+        b = self.bound(z_ZD)
         q = self._round(b)
         codes = self.codes_to_indices(q)
         z_q = (b + (q - b).detach()) / self._half
@@ -183,4 +183,4 @@ class FSQ(nn.Module):
             p = counts / counts.sum().clamp(min=1)
             perplexity = torch.exp(-(p * torch.log(p.clamp(min=1e-10))).sum())
             stats = torch.stack([perplexity, (counts > 0).float().mean()]).tolist()
-        return z_q.to(z_LD.dtype), codes, loss, dict(zip(["perplexity", "usage"], stats))
+        return z_q.to(z_ZD.dtype), codes, loss, dict(zip(["perplexity", "usage"], stats))

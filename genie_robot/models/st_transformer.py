@@ -14,9 +14,9 @@ mask, which is exactly what the inference cache computes.
 Inference cache (`step`, the one cached step: the runtime's graphs, their ONNX export and the models'
 streaming methods all run it), plain tensors so that a single-frame step exports to ONNX with the
 cache as inputs:
-    kv:     (L, 2, B, N, H, C, Dh)  keys and values of the last C = `window` frames, per layer; `step`
-                                    takes it as per-layer views kv[l, 0], kv[l, 1] (B, N, H, C, Dh)
-    new_kv: (L, 2, B, N, H, Dh)     what `step` returns: the frame's own keys and values
+    kv:     (L, 2, B, N, G, R, E)   keys and values of the last R = `window` frames, per layer; `step`
+                                    takes it as per-layer views kv[l, 0], kv[l, 1] (B, N, G, R, E)
+    new_kv: (L, 2, B, N, G, E)      what `step` returns: the frame's own keys and values
     pos:    () int64                absolute index of the frame being computed
 `step` computes frame `pos` against a read-only cache and returns its K/V; the caller writes them
 into ring slot `pos % window` (`write`) once the frame is final, overwriting frame pos - window, which
@@ -33,20 +33,17 @@ t mod period exactly (no jump at wrap-around), and training at a random absolute
 (`random_time_offset`) makes every position in-distribution: frame 1000 of a rollout looks like
 frame 3 of a training clip, and the model can only use relative time.
 
-Tokenizer ablation (Genie, Table 3): `attention` chooses what the second attention layer of each
-block sees; everything else (parameters, positions, FFN) is shared, so the variants differ only in
-that key set:
-    "st"      (ST-ViViT, default) the same token position in this and earlier frames (STBlock)
-    "spatial" (ViT)  the tokens of its own frame again: no information crosses frames (FrameBlock)
-    "full"    (C-ViViT) every token of this and earlier frames, causal by frame (FrameBlock)
-The variants stream with `step` too (a ViT needs no cache; C-ViViT reads all N tokens of each cached
-frame, in the same cache tensor).
+Blocks are registered by name in `BLOCKS` ("st": STBlock, the paper's); the tokenizer ablation's
+ViT and C-ViViT blocks (`TokenizerConfig.attention`) live in models/variants/frame_attention.py.
 
-Shapes: B batch, T frames, N tokens per frame, M width, S = B*N (or B*T) attention sequences,
-H heads, C = window (cache slots), Dh head dim, L layers.
+Shapes (docs/architecture.md has the one legend): B batch, T frames, N tokens per frame, M width,
+Q attention sequences (B*N or B*T), J their length (keys), G heads, E head dim, R = window (cache
+ring slots), L layers.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +52,6 @@ from torch import Tensor, nn
 from .configs import TransformerConfig
 
 TIME_PERIOD = 1024  # frames; the temporal encoding repeats exactly after this many
-ATTENTIONS = ("st", "spatial", "full")  # ST-ViViT, ViT, C-ViViT
 
 
 def init_weights(module: nn.Module) -> None:
@@ -89,22 +85,24 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim)
         self.out = nn.Linear(width, width, bias=False)
 
-    def project(self, x_SLM: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(S, L, M) -> q, k, v each (S, H, L, Dh), q and k normalised."""
-        S, L, _ = x_SLM.shape
-        q, k, v = self.qkv(x_SLM).view(S, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    def project(self, x_QJM: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(Q, J, M) -> q, k, v each (Q, G, J, E), q and k normalised."""
+        Q, J, _ = x_QJM.shape
+        q, k, v = self.qkv(x_QJM).view(Q, J, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return self.q_norm(q), self.k_norm(k), v
 
-    def merge(self, y_SHLD: Tensor) -> Tensor:
-        S, H, L, Dh = y_SHLD.shape
-        return self.out(y_SHLD.transpose(1, 2).reshape(S, L, H * Dh))
+    def merge(self, y_QGJE: Tensor) -> Tensor:
+        Q, G, J, E = y_QGJE.shape
+        return self.out(y_QGJE.transpose(1, 2).reshape(Q, J, G * E))
 
-    def forward(self, x_SLM: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        q, k, v = self.project(x_SLM)
+    def forward(self, x_QJM: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        q, k, v = self.project(x_QJM)
         return self.merge(attention(q, k, v, attn_mask=mask, is_causal=causal))
 
 
 class STBlock(nn.Module):
+    """Spatial attention -> causal temporal attention -> FFN: the paper's block (`attention="st"`)."""
+
     def __init__(self, c: TransformerConfig):
         super().__init__()
         M = c.width
@@ -113,100 +111,70 @@ class STBlock(nn.Module):
         self.norm_f = nn.LayerNorm(M)
         self.ffn = nn.Sequential(nn.Linear(M, c.ffn_width), nn.GELU(), nn.Linear(c.ffn_width, M))
 
+    @staticmethod
+    def mask(T: int, N: int, window: int, device) -> Tensor | None:
+        """The mask `forward` takes for a clip of T frames: None (plain causal) within the window, else
+        the (T, T) banded causal mask."""
+        return None if T <= window else banded_causal_mask(T, window, device)
+
     def forward(self, x_BTNM: Tensor, temporal_mask: Tensor | None) -> Tensor:
         B, T, N, M = x_BTNM.shape
         x = x_BTNM + self.spatial(self.norm_s(x_BTNM).reshape(B * T, N, M)).view(B, T, N, M)
-        x_SLM = x.transpose(1, 2).reshape(B * N, T, M)  # one sequence per token position
+        x_QJM = x.transpose(1, 2).reshape(B * N, T, M)  # one sequence per token position
         causal = temporal_mask is None
-        x_SLM = x_SLM + self.temporal(self.norm_t(x_SLM), mask=temporal_mask, causal=causal)
-        x = x_SLM.view(B, N, T, M).transpose(1, 2)
+        x_QJM = x_QJM + self.temporal(self.norm_t(x_QJM), mask=temporal_mask, causal=causal)
+        x = x_QJM.view(B, N, T, M).transpose(1, 2)
         return x + self.ffn(self.norm_f(x))
 
-    def step(self, x_BNM: Tensor, keys_BNHCD: Tensor, values_BNHCD: Tensor, bias_111C: Tensor
+    def step(self, x_BNM: Tensor, keys_BNGRE: Tensor, values_BNGRE: Tensor, bias_111R: Tensor
              ) -> tuple[Tensor, Tensor, Tensor]:
         """One frame against this layer's read-only cache (`STTransformer.step`) -> (x_BNM, this frame's
-        keys and values (B*N, H, Dh) each)."""
+        keys and values (B*N, G, E) each)."""
         B, N, M = x_BNM.shape
-        H = self.temporal.heads
-        Dh, C = M // H, keys_BNHCD.shape[3]
+        G = self.temporal.heads
+        E, R = M // G, keys_BNGRE.shape[3]
         dtype = x_BNM.dtype
         x = x_BNM + self.spatial(self.norm_s(x_BNM))
-        q, k, v = self.temporal.project(self.norm_t(x).reshape(B * N, 1, M))  # (S, H, 1, Dh)
-        keys_SHCD = keys_BNHCD.reshape(B * N, H, C, Dh).to(dtype)
-        values_SHCD = values_BNHCD.reshape(B * N, H, C, Dh).to(dtype)
+        q, k, v = self.temporal.project(self.norm_t(x).reshape(B * N, 1, M))  # (Q, G, 1, E)
+        keys_QGRE = keys_BNGRE.reshape(B * N, G, R, E).to(dtype)
+        values_QGRE = values_BNGRE.reshape(B * N, G, R, E).to(dtype)
         # softmax over [cache slots, this frame] without concatenating the cache (no copy of it);
         # plain matmuls: onnxruntime runs them (transposed operand fused) far faster than Einsum
-        scale = Dh ** -0.5
-        s_cache = torch.matmul(q, keys_SHCD.transpose(-1, -2)) * scale + bias_111C  # (S, H, 1, C)
-        s_self = (q * k).sum(-1, keepdim=True) * scale  # (S, H, 1, 1)
+        scale = E ** -0.5
+        s_cache = torch.matmul(q, keys_QGRE.transpose(-1, -2)) * scale + bias_111R  # (Q, G, 1, R)
+        s_self = (q * k).sum(-1, keepdim=True) * scale  # (Q, G, 1, 1)
         s = torch.cat([s_cache, s_self], dim=-1).softmax(dim=-1)
-        y_SH1D = torch.matmul(s[..., :C], values_SHCD) + s[..., C:] * v
-        x = x + self.temporal.merge(y_SH1D).view(B, N, M)
+        y_QG1E = torch.matmul(s[..., :R], values_QGRE) + s[..., R:] * v
+        x = x + self.temporal.merge(y_QG1E).view(B, N, M)
         return x + self.ffn(self.norm_f(x)), k[:, :, 0], v[:, :, 0]
 
 
-class FrameBlock(nn.Module):
-    """The tokenizer-ablation block: spatial attention -> a second attention -> FFN, where the second
-    attention sees the tokens of its own frame again (`attention="spatial"`, ViT) or every token of
-    this and earlier frames (`attention="full"`, C-ViViT; causal by frame, full within a frame).
-    Same parameters as STBlock; only the second layer's key set differs (`norm_2`, `attn_2`)."""
+# attention name -> block class. Each class takes (TransformerConfig), has `forward(x_BTNM, mask)`, the
+# cached `step` and a static `mask(T, N, window, device)` giving the mask its forward needs. The
+# tokenizer ablation's blocks register themselves from models/variants/frame_attention.py.
+BLOCKS: dict[str, type[nn.Module]] = {"st": STBlock}
 
-    def __init__(self, c: TransformerConfig, attention: str):
-        super().__init__()
-        if attention not in ("spatial", "full"):
-            raise ValueError(f"FrameBlock attention must be 'spatial' or 'full', got {attention!r}")
-        M = c.width
-        self.attention = attention
-        self.norm_s, self.spatial = nn.LayerNorm(M), Attention(M, c.heads)
-        self.norm_2, self.attn_2 = nn.LayerNorm(M), Attention(M, c.heads)
-        self.norm_f = nn.LayerNorm(M)
-        self.ffn = nn.Sequential(nn.Linear(M, c.ffn_width), nn.GELU(), nn.Linear(c.ffn_width, M))
 
-    def forward(self, x_BTNM: Tensor, mask_LL: Tensor | None) -> Tensor:
-        """`mask_LL`: (T*N, T*N) bool for "full" (see STTransformer.forward), unused for "spatial"."""
-        B, T, N, M = x_BTNM.shape
-        x = x_BTNM + self.spatial(self.norm_s(x_BTNM).reshape(B * T, N, M)).view(B, T, N, M)
-        if self.attention == "spatial":
-            x = x + self.attn_2(self.norm_2(x).reshape(B * T, N, M)).view(B, T, N, M)
-        else:
-            x = x + self.attn_2(self.norm_2(x).reshape(B, T * N, M), mask=mask_LL).view(B, T, N, M)
-        return x + self.ffn(self.norm_f(x))
-
-    def step(self, x_BNM: Tensor, keys_BNHCD: Tensor, values_BNHCD: Tensor, bias_111C: Tensor
-             ) -> tuple[Tensor, Tensor, Tensor]:
-        """One frame, as STBlock.step. "spatial" ignores the cache (and returns zero K/V); "full" keeps the
-        K/V of all N tokens per frame in the same (B, N, H, C, Dh) layout and attends over all N*C of
-        them plus its own frame's N."""
-        B, N, M = x_BNM.shape
-        x = x_BNM + self.spatial(self.norm_s(x_BNM))
-        if self.attention == "spatial":
-            x = x + self.attn_2(self.norm_2(x))
-            zeros = keys_BNHCD.new_zeros(B * N, *keys_BNHCD.shape[2:3], keys_BNHCD.shape[4])
-            return x + self.ffn(self.norm_f(x)), zeros, zeros
-        q_BHND, k_BHND, v_BHND = self.attn_2.project(self.norm_2(x))
-        H, C, Dh = q_BHND.shape[1], keys_BNHCD.shape[3], q_BHND.shape[3]
-        # cached key (c, n) is token n of the frame in slot c; then the frame's own N tokens
-        keys = keys_BNHCD.permute(0, 2, 3, 1, 4).reshape(B, H, C * N, Dh).to(q_BHND.dtype)
-        values = values_BNHCD.permute(0, 2, 3, 1, 4).reshape(B, H, C * N, Dh).to(q_BHND.dtype)
-        bias_111L = torch.cat([bias_111C[..., None].expand(1, 1, 1, C, N).reshape(1, 1, 1, C * N),
-                               bias_111C.new_zeros(1, 1, 1, N)], dim=-1)
-        y = F.scaled_dot_product_attention(q_BHND, torch.cat([keys, k_BHND], 2), torch.cat([values, v_BHND], 2),
-                                           attn_mask=bias_111L)
-        x = x + self.attn_2.merge(y)
-        new_k, new_v = (t.transpose(1, 2).reshape(B * N, H, Dh) for t in (k_BHND, v_BHND))
-        return x + self.ffn(self.norm_f(x)), new_k, new_v
+def block_class(attention: str) -> type[nn.Module]:
+    """The block registered for `attention`; other names are looked up after importing models/variants/
+    (the ablations register there), so that every way of building a model sees them."""
+    if attention not in BLOCKS:
+        importlib.import_module(f"{__package__}.variants")
+    if attention not in BLOCKS:
+        raise ValueError(f"attention must be one of {tuple(BLOCKS)}, got {attention!r}")
+    return BLOCKS[attention]
 
 
 class STTransformer(nn.Module):
-    """x_BTNM (already embedded tokens) -> y_BTNM, causal in time, final LayerNorm applied."""
+    """x_BTNM (already embedded tokens) -> y_BTNM, causal in time, final LayerNorm applied.
+    `attention`: which block, by its name in BLOCKS ("st", the paper's STBlock, unless an ablation)."""
 
     def __init__(self, cfg: TransformerConfig, num_tokens: int, window: int,
                  random_time_offset: bool = True, time_period: int = TIME_PERIOD, attention: str = "st"):
         super().__init__()
         if cfg.width % 2:
             raise ValueError(f"ST-Transformer width must be even (sin/cos time encoding), got {cfg.width}")
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS} (ST-ViViT, ViT, C-ViViT), got {attention!r}")
+        block = block_class(attention)
         self.cfg, self.num_tokens, self.window, self.attention = cfg, num_tokens, window, attention
         # wide models get a longer period so that their M/2 frequencies stay distinct and un-aliased
         self.random_time_offset, self.time_period = random_time_offset, max(time_period, 2 * cfg.width)
@@ -215,8 +183,7 @@ class STTransformer(nn.Module):
         # learned per-channel gain on the fixed sinusoid; starts as small as the learned spatial
         # embedding, because unit-amplitude time features swamp the (small at init) content early on
         self.time_scale = nn.Parameter(torch.full((cfg.width,), 0.02))
-        self.blocks = nn.ModuleList(STBlock(cfg) if attention == "st" else FrameBlock(cfg, attention)
-                                    for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(cfg.width)
 
     def time_embedding(self, t: Tensor) -> Tensor:
@@ -239,13 +206,7 @@ class STTransformer(nn.Module):
         # the residual stream stays in the parameters' dtype (fp32 under autocast)
         dtype = self.spatial_pos.dtype
         x = x_BTNM.to(dtype) + self.spatial_pos + self.time_embedding(t_BT)[:, :, None, :].to(dtype)
-        if self.attention == "st":
-            mask = None if T <= self.window else _banded_causal_mask(T, self.window, device)
-        elif self.attention == "full":  # token (t, n) attends (t', n') for t - window < t' <= t, any n'
-            mask_TT = _banded_causal_mask(T, self.window, device)
-            mask = mask_TT[:, None, :, None].expand(T, N, T, N).reshape(T * N, T * N)
-        else:
-            mask = None
+        mask = self.blocks[0].mask(T, N, self.window, device)
         for block in self.blocks:
             x = block(x, mask)
         return self.norm_out(x)
@@ -261,26 +222,26 @@ class STTransformer(nn.Module):
 
     def step(self, x_BNM: Tensor, kv: Tensor | list[Tensor], pos: Tensor | int) -> tuple[Tensor, Tensor]:
         """One frame at absolute index `pos` against the read-only cache -> (y_BNM after the final norm,
-        new_kv (L, 2, B, N, H, Dh): this frame's keys and values, for `write`).
+        new_kv (L, 2, B, N, G, E): this frame's keys and values, for `write`).
 
-        `kv`: the cache (L, 2, B, N, H, C, Dh), or its per-layer views [k0, v0, k1, v1, ...] (the
+        `kv`: the cache (L, 2, B, N, G, R, E), or its per-layer views [k0, v0, k1, v1, ...] (the
         exported graphs take them as separate inputs). Equals `forward` on the whole sequence (banded
         to `window`) at frame `pos`, given the K/V of the frames before it."""
         if isinstance(kv, Tensor):
             kv = list(kv.flatten(0, 1).unbind(0))
         B, N, M = x_BNM.shape
-        C, H = self.window, self.cfg.heads
+        R, G = self.window, self.cfg.heads
         pos = torch.as_tensor(pos, dtype=torch.long, device=x_BNM.device)
         dtype = self.spatial_pos.dtype
         x = x_BNM.to(dtype) + self.spatial_pos + self.time_embedding(pos).to(dtype)
-        slots = torch.arange(C, device=x.device)
-        valid_C = (slots <= pos) & (slots != pos % C)
-        bias_111C = torch.zeros(C, dtype=dtype, device=x.device).masked_fill(~valid_C, float("-inf")).view(1, 1, 1, C)
+        slots = torch.arange(R, device=x.device)
+        valid_R = (slots <= pos) & (slots != pos % R)
+        bias_111R = torch.zeros(R, dtype=dtype, device=x.device).masked_fill(~valid_R, float("-inf")).view(1, 1, 1, R)
         news = []
         for l, block in enumerate(self.blocks):
-            x, k, v = block.step(x, kv[2 * l], kv[2 * l + 1], bias_111C)
-            news.append(torch.stack((k, v)))  # (2, S, H, Dh)
-        new_kv = torch.stack(news).view(len(self.blocks), 2, B, N, H, M // H).to(kv[0].dtype)
+            x, k, v = block.step(x, kv[2 * l], kv[2 * l + 1], bias_111R)
+            news.append(torch.stack((k, v)))  # (2, Q, G, E)
+        new_kv = torch.stack(news).view(len(self.blocks), 2, B, N, G, M // G).to(kv[0].dtype)
         return self.norm_out(x), new_kv
 
     def write(self, kv: Tensor, new_kv: Tensor, pos: Tensor | int) -> Tensor:
@@ -301,7 +262,7 @@ def _time_frequencies(n: int, period: int) -> Tensor:
     return (2 * torch.pi * torch.tensor(ks, dtype=torch.float64) / period).float()
 
 
-def _banded_causal_mask(T: int, window: int, device) -> Tensor:
+def banded_causal_mask(T: int, window: int, device) -> Tensor:
     """(T, T) bool: frame i attends to frames j with i - window < j <= i."""
     i = torch.arange(T, device=device)[:, None]
     j = torch.arange(T, device=device)[None, :]

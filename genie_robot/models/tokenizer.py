@@ -6,9 +6,8 @@ Both transformers are causal in time, so the tokens of frame t depend only on fr
 pixels decoded for frame t only on tokens 1..t. That makes streaming possible: `encode_step` /
 `decode_step` process one new frame with a KV cache (see st_transformer.py).
 
-`TokenizerConfig.attention` swaps the ST-ViViT blocks for the ablation's ViT ("spatial": frames are
-tokenized independently) or C-ViViT ("full": causal space-time attention) with the same parameters;
-see st_transformer.py and docs/ablations.md.
+`TokenizerConfig.attention` swaps the ST-ViViT blocks for the ablation's ViT or C-ViViT blocks, with
+the same parameters (models/variants/frame_attention.py).
 
 Frames cross the boundary as uint8 RGB, channels last; inside, pixels are floats in [-1, 1].
 Shapes: B batch, T frames, H, W pixels, N = (H/p)*(W/p) tokens per frame, P = p*p*3 pixel values
@@ -98,8 +97,8 @@ class VideoTokenizer(nn.Module):
         B, T, N, _ = x_BTNP.shape
         # (in training mode each transformer starts the clip at its own random absolute frame index)
         z_BTND = self.to_code(self.encoder(self.patch_embed(x_BTNP)))
-        zq_LD, _, vq_loss, vq_metrics = self.vq(z_BTND.reshape(B * T * N, -1))
-        recon_BTNP = self.to_pixels(self.decoder(self.from_code(zq_LD.view(B, T, N, -1))))
+        zq_ZD, _, vq_loss, vq_metrics = self.vq(z_BTND.reshape(B * T * N, -1))
+        recon_BTNP = self.to_pixels(self.decoder(self.from_code(zq_ZD.view(B, T, N, -1))))
         mse = F.mse_loss(recon_BTNP.float(), x_BTNP)
         loss = mse + vq_loss
         values = torch.stack([loss.detach(), mse.detach(), vq_loss.detach()]).tolist()  # one device sync

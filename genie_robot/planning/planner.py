@@ -1,4 +1,4 @@
-"""Goal-reaching planner over latent actions: search sequences in {0..A-1}^H by imagined rollouts.
+"""Goal-reaching planner over latent actions: search sequences in {0..K-1}^T by imagined rollouts.
 
     result = plan(wm, frame_HW3, goal_HW3, horizon=4, method="cem", samples=64, iterations=3)
     result.actions_T      # (T,) int64, the best sequence found, T = horizon
@@ -9,8 +9,8 @@ The prompt is encoded once (`WorldModel.reset`); each iteration branches it into
 `WorldState.repeat` and rolls all candidates forward together, so the runtime sees batches of
 `samples` (or `batch`) frames per step. Methods:
 
-- "cem": the cross-entropy method over a categorical distribution per step, probs_HA. Each iteration
-  samples `samples` sequences, keeps the `elites` closest to the goal, and moves probs_HA toward the
+- "cem": the cross-entropy method over a categorical distribution per step, probs_TK. Each iteration
+  samples `samples` sequences, keeps the `elites` closest to the goal, and moves probs_TK toward the
   elites' action frequencies (keeping `smoothing` of the old distribution so no action dies at once).
 - "random": random shooting, `samples` uniform sequences per iteration (the same budget as CEM).
 
@@ -20,7 +20,7 @@ draw; `genie-robot plan-eval` re-imagines the chosen sequence with fresh seeds t
 `RecedingHorizonPlanner` re-plans at every step from the newest camera frame and returns the first
 action, warm-starting from the previous plan shifted by one step.
 
-Shapes: B batch (candidates), T time (the horizon's steps), A latent actions; frames uint8 (…, H, W, 3)
+Shapes: B batch (candidates), T time (the horizon's steps), K latent actions; frames uint8 (…, H, W, 3)
 (H, W: pixels, as in docs/architecture.md's legend).
 """
 
@@ -43,7 +43,7 @@ class PlanResult:
     score: float  # goal distance of the last imagined frame ("pixel" MSE or "token" fraction)
     method: str
     score_name: str
-    probs_HA: np.ndarray  # the final sampling distribution (uniform for "random")
+    probs_TK: np.ndarray  # the final sampling distribution (uniform for "random")
     best_per_iteration: list[float] = field(default_factory=list)  # best score so far, after each iteration
     mean_per_iteration: list[float] = field(default_factory=list)  # mean candidate score of each iteration
     candidates: int = 0  # imagined rollouts evaluated
@@ -58,15 +58,15 @@ def _check_positive(**kwargs) -> None:
 
 def plan(world_model, frame, goal_HW3: np.ndarray, horizon: int, *, method: str = "cem", samples: int = 64,
          iterations: int = 3, elites: int = 8, score: str = "pixel", seed: int = 0, smoothing: float = 0.25,
-         batch: int | None = None, init_probs_HA: np.ndarray | None = None,
-         init_actions_H: np.ndarray | None = None, progress: bool = False) -> PlanResult:
+         batch: int | None = None, init_probs_TK: np.ndarray | None = None,
+         init_actions_T: np.ndarray | None = None, progress: bool = False) -> PlanResult:
     """Best latent-action sequence of length `horizon` from `frame` toward `goal_HW3`.
 
     frame: the current camera frame (H, W, 3) uint8, or recent frames (T, H, W, 3) ending with it
       (more context for the dynamics model; the actions between them are inferred with the LAM).
     goal_HW3: uint8 RGB of the same size as the frame. Both are resized to the model's resolution.
     samples: candidates per iteration; batch: most rows imagined at once (default: samples).
-    init_probs_HA / init_actions_H: warm start (CEM distribution; a sequence tried in iteration 1).
+    init_probs_TK / init_actions_T: warm start (CEM distribution; a sequence tried in iteration 1).
     Deterministic for a given seed."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
@@ -86,19 +86,19 @@ def plan(world_model, frame, goal_HW3: np.ndarray, horizon: int, *, method: str 
                          f"got shape {frame.shape}")
     check_image(last, "frame")
     goal_HW3 = check_image(goal_HW3, "goal", like=last)
-    A = world_model.num_actions
-    H = int(horizon)
-    probs_HA = np.full((H, A), 1.0 / A)
-    if init_probs_HA is not None and method == "cem":
-        p = np.asarray(init_probs_HA, np.float64)
-        if p.shape != (H, A) or (p < 0).any() or not np.allclose(p.sum(1), 1.0):
-            raise ValueError(f"init_probs_HA: expected ({H}, {A}) rows of probabilities, got {p.shape}")
-        probs_HA = p.copy()
+    K = world_model.num_actions
+    T = int(horizon)
+    probs_TK = np.full((T, K), 1.0 / K)
+    if init_probs_TK is not None and method == "cem":
+        p = np.asarray(init_probs_TK, np.float64)
+        if p.shape != (T, K) or (p < 0).any() or not np.allclose(p.sum(1), 1.0):
+            raise ValueError(f"init_probs_TK: expected ({T}, {K}) rows of probabilities, got {p.shape}")
+        probs_TK = p.copy()
     warm = None
-    if init_actions_H is not None:
-        warm = np.asarray(init_actions_H, np.int64)
-        if warm.shape != (H,) or (warm < 0).any() or (warm >= A).any():
-            raise ValueError(f"init_actions_H: expected ({H},) latent actions in [0, {A}), got {warm.tolist()}")
+    if init_actions_T is not None:
+        warm = np.asarray(init_actions_T, np.int64)
+        if warm.shape != (T,) or (warm < 0).any() or (warm >= K).any():
+            raise ValueError(f"init_actions_T: expected ({T},) latent actions in [0, {K}), got {warm.tolist()}")
 
     t0 = time.perf_counter()
     rng = np.random.default_rng([seed, 7])
@@ -112,10 +112,10 @@ def plan(world_model, frame, goal_HW3: np.ndarray, horizon: int, *, method: str 
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=iterations * samples * H, unit="frame", desc=f"plan {method}", leave=False)
+        bar = tqdm(total=iterations * samples * T, unit="frame", desc=f"plan {method}", leave=False)
     for it in range(iterations):
-        u = rng.random((samples, H, 1))
-        actions_BT = (u > np.cumsum(probs_HA, 1)[None]).sum(-1).clip(0, A - 1).astype(np.int64)
+        u = rng.random((samples, T, 1))
+        actions_BT = (u > np.cumsum(probs_TK, 1)[None]).sum(-1).clip(0, K - 1).astype(np.int64)
         if it == 0 and warm is not None:
             actions_BT[0] = warm
         scores_B = np.empty(samples)
@@ -124,7 +124,7 @@ def plan(world_model, frame, goal_HW3: np.ndarray, horizon: int, *, method: str 
             a = actions_BT[lo:lo + batch]
             state = state0.repeat(len(a))
             out = []
-            for t in range(H):
+            for t in range(T):
                 out.append(world_model.step(state, a[:, t]))
                 if bar is not None:
                     bar.update(len(a))
@@ -138,12 +138,12 @@ def plan(world_model, frame, goal_HW3: np.ndarray, horizon: int, *, method: str 
         mean_curve.append(float(scores_B.mean()))
         if method == "cem":
             elite = actions_BT[np.argsort(scores_B, kind="stable")[:elites]]
-            freq_HA = np.stack([np.bincount(elite[:, t], minlength=A) for t in range(H)]) / elites
-            probs_HA = smoothing * probs_HA + (1.0 - smoothing) * freq_HA
+            freq_TK = np.stack([np.bincount(elite[:, t], minlength=K) for t in range(T)]) / elites
+            probs_TK = smoothing * probs_TK + (1.0 - smoothing) * freq_TK
     if bar is not None:
         bar.close()
     return PlanResult(actions_T=best[1], frames_THW3=best[2], score=best[0], method=method, score_name=score,
-                      probs_HA=probs_HA, best_per_iteration=best_curve, mean_per_iteration=mean_curve,
+                      probs_TK=probs_TK, best_per_iteration=best_curve, mean_per_iteration=mean_curve,
                       candidates=iterations * samples, seconds=time.perf_counter() - t0)
 
 
@@ -182,11 +182,11 @@ class RecedingHorizonPlanner:
         self._frames = (self._frames + [frame_HW3])[-self.history:]
         init_actions = init_probs = None
         if self.last is not None and self.horizon > 1:
-            A = self.world_model.num_actions
+            K = self.world_model.num_actions
             init_actions = np.concatenate([self.last.actions_T[1:], self.last.actions_T[-1:]])
-            init_probs = np.concatenate([self.last.probs_HA[1:], np.full((1, A), 1.0 / A)])
+            init_probs = np.concatenate([self.last.probs_TK[1:], np.full((1, K), 1.0 / K)])
         prompt = np.stack(self._frames) if len(self._frames) > 1 else self._frames[0]
         self.last = plan(self.world_model, prompt, self.goal_HW3, self.horizon, seed=self.seed + self._steps,
-                         init_actions_H=init_actions, init_probs_HA=init_probs, **self.plan_kwargs)
+                         init_actions_T=init_actions, init_probs_TK=init_probs, **self.plan_kwargs)
         self._steps += 1
         return int(self.last.actions_T[0])

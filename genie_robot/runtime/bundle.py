@@ -26,6 +26,8 @@ import json
 import os
 from pathlib import Path
 
+from genie_robot.errors import InputError
+
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
@@ -35,7 +37,7 @@ EXPORT_HINT = "genie-robot export --dynamics runs/dynamics --out {dir}"
 PRECISIONS = ("fp32", "int8")  # of the ONNX graphs; weights.safetensors is always fp32
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle that is incomplete or whose parts do not fit together."""
 
 

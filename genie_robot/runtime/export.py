@@ -28,11 +28,10 @@ import contextlib
 import json
 import logging
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
-from genie_robot.cli import report_error
+from genie_robot.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ DEFAULT_OPSET = 18
 EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """Checkpoints that cannot be exported together; the message says why and what to pass instead."""
 
 
@@ -294,46 +293,49 @@ def log_to_mlflow(bundle_dir: str | Path, run_id: str, tracking_uri: str | None 
     return uris
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from genie_robot.cli import setup_logging
 
     setup_logging(others=logging.INFO if args.verbose else logging.WARNING)
     if args.verbose:
         log.setLevel(logging.DEBUG)  # quiet_exporter lets the exporter's own logging through
         logging.getLogger("genie_robot.runtime.quantize").setLevel(logging.DEBUG)  # and the quantizer's
-    from genie_robot.runtime.bundle import BundleError
 
     sampling = {"maskgit_steps": args.maskgit_steps, "temperature": args.temperature, "order": args.order,
                 "guidance": args.guidance}
-    try:
-        if args.bundle is not None:
-            given = [flag for flag, value in (("--tokenizer", args.tokenizer), ("--no-ema", args.no_ema),
-                                              ("--no-onnx", args.no_onnx), ("--opset", args.opset != DEFAULT_OPSET),
-                                              *((f"--{k.replace('_', '-')}", v is not None) for k, v in sampling.items()))
-                     if value]
-            if given:
-                raise ExportError(f"{', '.join(given)} change(s) what is exported from checkpoints: use them with "
-                                  "--dynamics; --bundle only converts a bundle's graphs to another --precision")
-            out, manifest, run_id = export_from_bundle(args.bundle, args.out, precision=args.precision,
-                                                       overwrite=args.overwrite)
-        else:
-            out, manifest, run_id = export_bundle(args.dynamics, args.out, tokenizer=args.tokenizer, opset=args.opset,
-                                                  ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite,
-                                                  sampling=sampling, precision=args.precision)
-    except (ExportError, BundleError, FileNotFoundError) as exc:
-        return report_error("genie-robot export", exc)
+    if args.bundle is not None:
+        given = [flag for flag, value in (("--tokenizer", args.tokenizer), ("--no-ema", args.no_ema),
+                                          ("--no-onnx", args.no_onnx), ("--opset", args.opset != DEFAULT_OPSET),
+                                          *((f"--{k.replace('_', '-')}", v is not None) for k, v in sampling.items()))
+                 if value]
+        if given:
+            raise ExportError(f"{', '.join(given)} change(s) what is exported from checkpoints: use them with "
+                              "--dynamics; --bundle only converts a bundle's graphs to another --precision")
+        out, manifest, run_id = export_from_bundle(args.bundle, args.out, precision=args.precision,
+                                                   overwrite=args.overwrite)
+    else:
+        out, manifest, run_id = export_bundle(args.dynamics, args.out, tokenizer=args.tokenizer, opset=args.opset,
+                                              ema=not args.no_ema, onnx=not args.no_onnx, overwrite=args.overwrite,
+                                              sampling=sampling, precision=args.precision)
     print(f"bundle: {out} ({manifest['precision']}; {', '.join(sorted(manifest['files']))})")
     if args.mlflow or args.mlflow_run_id:
         target = args.mlflow_run_id or run_id
         if not target:
-            print("error: no MLflow run id stored in the checkpoint; pass --mlflow-run-id", file=sys.stderr)
-            return 2
+            raise ExportError("no MLflow run id stored in the checkpoint; pass --mlflow-run-id")
         for uri in log_to_mlflow(out, target, args.tracking_uri):
             print(f"logged {uri}")
     return 0
 
 
+def run_cli(args: argparse.Namespace) -> int:
+    from genie_robot.cli import run_reporting_errors
+
+    return run_reporting_errors(run, args, "genie-robot export")
+
+
 def register_cli(subparsers) -> None:
+    from genie_robot import cli_flags as flags
+
     p = subparsers.add_parser("export", help="checkpoints -> model bundle (ONNX + safetensors + manifest)",
                               description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -341,7 +343,7 @@ def register_cli(subparsers) -> None:
     src.add_argument("--bundle", default=None,
                      help="an fp32 bundle (or 'default', the shipped model) to convert to --precision instead")
     p.add_argument("--tokenizer", default=None, help="stage-1 run dir or checkpoint: take the tokenizer weights from it")
-    p.add_argument("--out", required=True, help="bundle directory to write")
+    flags.add_out(p, "bundle directory to write")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 18, default {DEFAULT_OPSET})")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even where EMA weights exist")
     p.add_argument("--no-onnx", action="store_true", help="torch-backend bundle only (skip the ONNX graphs)")
@@ -360,7 +362,7 @@ def register_cli(subparsers) -> None:
                         "action_dropout; each MaskGIT step then costs two passes)")
     p.add_argument("--mlflow", action="store_true", help="log the ONNX models to the MLflow run stored in the checkpoint")
     p.add_argument("--mlflow-run-id", default=None, help="log the ONNX models to this MLflow run (implies --mlflow)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db in the cwd)")
+    flags.add_mlflow(p, experiment=False)
     p.add_argument("--verbose", action="store_true",
                    help="show the ONNX exporter's and optimizer's own log (hundreds of lines per graph)")
     p.set_defaults(func=run_cli)

@@ -5,10 +5,10 @@ graphs as torch modules (and says what they compute), `export.py` writes them as
 `cache_shapes` and never needs torch to do it.
 
 Every graph processes ONE frame at absolute index `pos` against a read-only ring cache and returns that
-frame's new keys/values; the host writes them into ring slot `pos % C` once the frame is final.
+frame's new keys/values; the host writes them into ring slot `pos % R` once the frame is final.
 
-    kv:     (L, 2, B, N, H, C, Dh)   keys/values of the last C frames, per layer (host array)
-    new_kv: (L, 2, B, N, H, Dh)      this frame's keys/values (graph output)
+    kv:     (L, 2, B, N, G, R, E)    keys/values of the last R frames, per layer (host array)
+    new_kv: (L, 2, B, N, G, E)       this frame's keys/values (graph output)
     pos:    () int64
 
     tokenizer_encoder: frames_BHW3 uint8, kv..., pos -> tokens_BN int64, new_kv
@@ -16,8 +16,8 @@ frame's new keys/values; the host writes them into ring slot `pos % C` once the 
     lam_encoder:       frames_BHW3 uint8, kv..., pos -> action_B int64 (labels frame pos-1 -> pos), new_kv
     dynamics_step:     tokens_BN int64, action_B int64, kv..., pos -> logits_BNV float32, new_kv
 
-Shape letters here: L layers, B batch, N tokens per frame (the LAM's N counts its action query), H
-heads, C cache slots (the component's context), Dh head dim.
+Shape letters here: L layers, B batch, N tokens per frame (the LAM's N counts its action query), G
+heads, R cache slots (the component's context), E head dim.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ INPUTS = {
 
 
 def cache_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """Per-graph cache shape with the batch axis (index 2) set to 1: (L, 2, 1, N, H, C, Dh).
+    """Per-graph cache shape with the batch axis (index 2) set to 1: (L, 2, 1, N, G, R, E).
 
     Conv kinds (TokenizerConfig.kind / LatentActionConfig.kind == "conv") keep the same protocol with
     small caches: the conv tokenizer's frames are independent, so its cache is a dummy

@@ -36,6 +36,8 @@ import contextlib
 import logging
 from pathlib import Path
 
+from genie_robot.errors import InputError
+
 from . import bundle
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 INT8_GRAPHS = {"dynamics_step": ("MatMul",)}
 
 
-class QuantizeError(ValueError):
+class QuantizeError(InputError):
     """A precision this code cannot make, or a bundle that cannot be quantized; the message says what to do."""
 
 

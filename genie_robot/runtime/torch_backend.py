@@ -5,17 +5,17 @@ backends compute the same function and the host code in `world_model.py` cannot 
 
 The graphs' contract with the host (names, inputs, cache layouts) is graphs.py. Each processes ONE frame
 at absolute index `pos` against a read-only ring cache and returns that frame's new keys/values instead
-of writing them: the host writes them into ring slot `pos % C` only when the frame is final. That way
+of writing them: the host writes them into ring slot `pos % R` only when the frame is final. That way
 the MaskGIT passes over a frame never copy the cache (at batch 64 the `cpu` dynamics cache is ~300 MB),
 and the per-frame cost is constant. The host keeps one array per graph, and the graphs take its
 per-layer views as separate inputs (`k0, v0, k1, v1, ...`), so nothing slices or copies the cache
-inside the graph. Attention of frame `pos` over the cache: slots j <= pos except slot pos % C (it holds
-frame pos - C, which leaves the window as this one enters), plus the frame itself.
+inside the graph. Attention of frame `pos` over the cache: slots j <= pos except slot pos % R (it holds
+frame pos - R, which leaves the window as this one enters), plus the frame itself.
 
 Conv kinds (TokenizerConfig.kind / LatentActionConfig.kind == "conv") keep the same four graphs and the
 same cache protocol, with small caches that fit it (`cache_shapes`):
     conv tokenizer encoder / decoder: frames are independent; a dummy cache (1, 2, B, 1, 1, context, 1)
-        that the graph ignores, and new_kv zeros (1, 2, B, 1, 1, 1). C stays the tokenizer's context, so
+        that the graph ignores, and new_kv zeros (1, 2, B, 1, 1, 1). R stays the tokenizer's context, so
         the host's ring arithmetic (slot pos % context) is the same for every kind.
     conv LAM encoder: the action of frame pos labels the pair (frame pos-1, frame pos), so the cache
         (1, 2, B, 1, 1, 1, H*W*3) holds the previous frame's float pixels in its key slot (value slot:
@@ -37,7 +37,7 @@ from genie_robot.runtime.graphs import GRAPHS
 
 
 def layer_views(kv: Tensor) -> list[Tensor]:
-    """(L, 2, B, N, H, C, Dh) -> [k0, v0, k1, v1, ...] views, each (B, N, H, C, Dh)."""
+    """(L, 2, B, N, G, R, E) -> [k0, v0, k1, v1, ...] views, each (B, N, G, R, E)."""
     return list(kv.flatten(0, 1).unbind(0))
 
 

@@ -10,13 +10,13 @@ rollout gives the same tokens on either.
     state = wm.reset(prompt_THW3)                       # uint8 frames; other sizes centre-cropped + resized
     frames_BHW3 = wm.step(state, np.array([3]))         # one latent action per batch row, in [0, A)
     frames_BTHW3 = wm.rollout(prompt_THW3, actions_BT)  # B candidate action sequences (planners: 64+)
-    actions_BT1 = wm.infer_actions(video_BTHW3)         # latent actions of real video (the LAM)
+    actions_BTm1 = wm.infer_actions(video_BTHW3)         # latent actions of real video (the LAM)
     recon_BTHW3 = wm.decode(wm.encode(video_BTHW3))     # the tokenizer's reconstruction
     wm.precision                                        # "fp32" | "int8" (`genie-robot export --precision`)
     wm.frame_stride, wm.fps, wm.step_seconds            # one model step: frame_stride frames of fps video
 
 Memory is constant over any rollout length: caches hold the last `context` frames in a ring.
-Shapes: B batch, T frames, H, W pixels, N tokens per frame, V vocabulary.
+Shapes: B batch, T frames, Tm1 = T-1 transitions, H, W pixels, N tokens per frame, V vocabulary.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class WorldState:
     `step` advances it in place; `copy()` branches it, `repeat(k)` makes k copies of every row
     (planners: prompt once, then evaluate 64 candidate action sequences from the same state)."""
 
-    dyn_kv: object  # (L, 2, B, N, H, C, Dh), backend array
+    dyn_kv: object  # (L, 2, B, N, G, R, E), backend array
     dec_kv: object
     pos: int  # absolute index of the next frame
     rng: np.random.Generator
@@ -218,7 +218,7 @@ class WorldModel:
 
     # --------------------------------------------------------------------------------- the API
 
-    def reset(self, prompt: np.ndarray, *, prompt_actions_BT1: np.ndarray | None = None,
+    def reset(self, prompt: np.ndarray, *, prompt_actions_BTm1: np.ndarray | None = None,
               seed: int | None = None) -> WorldState:
         """Prompt frames (uint8, see prepare_frames) -> a state ready for `step`.
 
@@ -228,23 +228,23 @@ class WorldModel:
         B, T = frames_BTHW3.shape[:2]
         be = self.backend
         tokens_BTN = self._encode(frames_BTHW3)
-        if prompt_actions_BT1 is None and self.ground_truth and T > 1:
+        if prompt_actions_BTm1 is None and self.ground_truth and T > 1:
             raise ValueError(f"prompt: {T} frames, but this ground-truth-action model has no LAM to infer the "
-                             f"actions between them: pass prompt_actions_BT1 ({B}, {T - 1}, {self.action_dim})")
-        if prompt_actions_BT1 is None:
-            prompt_actions_BT1 = self._infer(frames_BTHW3) if T > 1 else np.zeros((B, 0), np.int64)
+                             f"actions between them: pass prompt_actions_BTm1 ({B}, {T - 1}, {self.action_dim})")
+        if prompt_actions_BTm1 is None:
+            prompt_actions_BTm1 = self._infer(frames_BTHW3) if T > 1 else np.zeros((B, 0), np.int64)
         else:
-            a = np.asarray(prompt_actions_BT1)
+            a = np.asarray(prompt_actions_BTm1)
             tail = (self.action_dim,) if self.ground_truth else ()
             if a.shape != (B, T - 1) + tail:
-                raise ValueError(f"prompt_actions_BT1: expected shape {(B, T - 1) + tail} (one per prompt transition), "
+                raise ValueError(f"prompt_actions_BTm1: expected shape {(B, T - 1) + tail} (one per prompt transition), "
                                  f"got {a.shape}")
-            prompt_actions_BT1 = self._check_actions(a.reshape((-1,) + tail), None, "prompt_actions_BT1"
+            prompt_actions_BTm1 = self._check_actions(a.reshape((-1,) + tail), None, "prompt_actions_BTm1"
                                                      ).reshape(a.shape)
         dyn_kv = be.zeros(self._batched(self._cache_shapes["dynamics_step"], B))
         dec_kv = be.zeros(self._batched(self._cache_shapes["tokenizer_decoder"], B))
         for t in range(T):
-            action_B = prompt_actions_BT1[:, t - 1] if t else self._no_action(B)
+            action_B = prompt_actions_BTm1[:, t - 1] if t else self._no_action(B)
             _, new = be.run("dynamics_step", tokens_BTN[:, t], action_B, dyn_kv, _pos(t))
             be.write_slot(dyn_kv, new, t % self.context)
             _, new = be.run("tokenizer_decoder", tokens_BTN[:, t], dec_kv, _pos(t))
@@ -322,12 +322,12 @@ class WorldModel:
         be = self.backend
         B, T = t.shape[:2]
         shape = self._batched(self._cache_shapes["tokenizer_decoder"], B)
-        kv, C = be.zeros(shape), shape[5]
+        kv, R = be.zeros(shape), shape[5]
         H, W = self.resolution
         out = np.empty((B, T, H, W, 3), np.uint8)
         for i in range(T):
             out[:, i], new = be.run("tokenizer_decoder", np.ascontiguousarray(t[:, i], dtype=np.int64), kv, _pos(i))
-            be.write_slot(kv, new, i % C)
+            be.write_slot(kv, new, i % R)
         return out
 
     # ----------------------------------------------------------------------------- internals
@@ -339,11 +339,11 @@ class WorldModel:
         be = self.backend
         B, T = frames_BTHW3.shape[:2]
         shape = self._batched(self._cache_shapes[graph], B)
-        kv, C = be.zeros(shape), shape[5]
+        kv, R = be.zeros(shape), shape[5]
         outs = []
         for t in range(T):
             out, new = be.run(graph, frames_BTHW3[:, t], kv, _pos(t))
-            be.write_slot(kv, new, t % C)
+            be.write_slot(kv, new, t % R)
             outs.append(out)
         return np.stack(outs, 1).astype(np.int64)
 

@@ -27,7 +27,7 @@ def dyn(cfg):
 
 
 @torch.no_grad()
-def generate(dyn, tokens_BTN, actions_BT1, action_B, *, steps, temperature, order="random", guidance=1.0, seed=0):
+def generate(dyn, tokens_BTN, actions_BTm1, action_B, *, steps, temperature, order="random", guidance=1.0, seed=0):
     """The next frame's tokens from a bare DynamicsModel: the prompt's K/V into a cache with the model's
     own cached step, then the library's one MaskGIT sampler (models/sampling.py) -> (B, N) int64."""
     import numpy as np
@@ -37,7 +37,7 @@ def generate(dyn, tokens_BTN, actions_BT1, action_B, *, steps, temperature, orde
     B, T, N = tokens_BTN.shape
     kv, _ = dyn.init_cache(B)
     for t in range(T):
-        action = actions_BT1[:, t - 1] if t else dyn.no_action(action_B)
+        action = actions_BTm1[:, t - 1] if t else dyn.no_action(action_B)
         dyn.transformer.write(kv, dyn.step(tokens_BTN[:, t], action, kv, t)[1], t)
 
     def logits_fn(tokens_BN, conditional):
@@ -63,26 +63,26 @@ def random_frames(cfg, B=2, T=4, seed=0):
 MOVES = ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1))  # stay, down, right, up, left (pixels per frame)
 
 
-def moving_square_video(cfg, B=2, T=4, seed=0, step=1, moves_BT1=None):
+def moving_square_video(cfg, B=2, T=4, seed=0, step=1, moves_BTm1=None):
     """Learnable clips: a bright square on a dark gradient; between frames t and t+1 it makes move
-    `moves_BT1[b, t]` (an index into MOVES, default random in 1..4) of `step` pixels.
+    `moves_BTm1[b, t]` (an index into MOVES, default random in 1..4) of `step` pixels.
     Returns (uint8 frames (B, T, H, W, 3), moves (B, T-1))."""
     g = torch.Generator().manual_seed(seed)
     H, W = cfg.tokenizer.resolution
-    if moves_BT1 is None:
-        moves_BT1 = torch.randint(1, len(MOVES), (B, T - 1), generator=g)
+    if moves_BTm1 is None:
+        moves_BTm1 = torch.randint(1, len(MOVES), (B, T - 1), generator=g)
     yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
     frames = torch.zeros(B, T, H, W, 3)
     for b in range(B):
         y, x = torch.randint(4, H - 8, (2,), generator=g).tolist()
         for t in range(T):
             if t > 0:
-                dy, dx = MOVES[int(moves_BT1[b, t - 1])]
+                dy, dx = MOVES[int(moves_BTm1[b, t - 1])]
                 y, x = (y + dy * step) % (H - 4), (x + dx * step) % (W - 4)
             frames[b, t, ..., 0] = xx / W * 0.3
             frames[b, t, ..., 2] = yy / H * 0.3
             frames[b, t, y:y + 4, x:x + 4, :] = 0.9
-    return (frames * 255).round().to(torch.uint8), moves_BT1
+    return (frames * 255).round().to(torch.uint8), moves_BTm1
 
 
 @pytest.fixture

@@ -4,14 +4,22 @@ What each variant promises: the attention pattern it names (ViT: no information 
 C-ViViT: a token sees other positions of earlier frames, which ST-ViViT's temporal layer does not),
 causality, streaming == whole clip, a clear error in the runtime's cached path, the same parameter
 count as ST-ViViT, old config dicts still loading, and the token LAM reading tokens and learning.
+And where they live (models/variants/, registered with the core): the core modules do not branch on
+their flags, the registries map each config value to its class, state_dict keys are unchanged.
 """
 
+import ast
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from genie_robot.models import Genie, GenieConfig, VideoTokenizer, model_cost, preset
+from genie_robot.models.genie import build_lam
 from genie_robot.models.latent_actions import LatentActionModel
 from genie_robot.models.st_transformer import STTransformer
 from genie_robot.models.configs import TransformerConfig
@@ -167,7 +175,7 @@ def test_token_lam_reads_tokens_on_the_tokenizer_grid(make_random_frames):
     other[:, 3:] = (other[:, 3:] + 1) % cfg.tokenizer.quantizer.num_codes
     assert torch.equal(lam.infer_actions(frames, other)[:, :2], acts[:, :2])
     with pytest.raises(ValueError, match="tokens"):
-        LatentActionModel(cfg.lam).infer_actions(frames)  # no tokenizer attached, no tokens given
+        build_lam(cfg.lam).infer_actions(frames)  # no tokenizer attached, no tokens given
     from genie_robot.runtime.torch_backend import step_modules
 
     with pytest.raises(NotImplementedError, match="input='pixels'"):
@@ -207,3 +215,96 @@ def test_default_state_dict_is_unchanged_by_the_variant_code():
     assert "lam.patch_embed.weight" in keys and "tokenizer.encoder.blocks.0.temporal.qkv.weight" in keys
     vit = Genie(dataclasses.replace(preset("tiny"), tokenizer=dataclasses.replace(preset("tiny").tokenizer, attention="spatial")))
     assert "tokenizer.encoder.blocks.0.attn_2.qkv.weight" in vit.state_dict()
+
+
+# ------------------------------------------------------------- the variants live beside the core
+
+MODELS = Path(__file__).resolve().parents[2] / "genie_robot" / "models"
+LAM_FLAGS = {"input", "decoder_frames", "latent_norm", "decoder_residual", "token_vocab"}
+
+
+def _code(path: Path) -> tuple[set[str], set[str], set[str]]:
+    """(attribute names read, class names defined, string constants that are not docstrings) in a module."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    classes = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    strings = {n.value for n in ast.walk(tree)
+               if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
+    return attrs, classes, strings
+
+
+def test_the_core_modules_do_not_branch_on_the_variants():
+    attrs, classes, strings = _code(MODELS / "st_transformer.py")
+    assert classes == {"Attention", "STBlock", "STTransformer"}
+    assert not {"spatial", "full"} & strings
+    attrs, classes, strings = _code(MODELS / "latent_actions.py")
+    assert not (LAM_FLAGS | {"token_embed", "dec_token_embed", "latent_norm", "tokenizer"}) & attrs
+    assert classes == {"LatentActionModel"} and not {"tokens", "batch"} & strings
+    attrs, _, strings = _code(MODELS / "genie.py")
+    assert not LAM_FLAGS & attrs and "tokens" not in strings
+
+
+def test_the_registries_map_each_config_value_to_its_class():
+
+    from genie_robot.models.latent_actions import LAM_VARIANTS, lam_class
+    from genie_robot.models.st_transformer import BLOCKS, STBlock
+    from genie_robot.models.variants import frame_attention as fa, lam_variants as lv
+
+    assert BLOCKS == {"st": STBlock, "spatial": fa.ViTBlock, "full": fa.CViViTBlock}
+    for attention, block in BLOCKS.items():
+        assert type(st(attention).blocks[0]) is block
+        assert {type(b) for b in VideoTokenizer(variant(attention).tokenizer).decoder.blocks} == {block}
+    with pytest.raises(ValueError, match="'st', 'spatial', 'full'"):
+        st("axial")
+
+    expected = {("input", "tokens"): lv.TokenInputLAM, ("decoder_frames", 1): lv.OneFrameDecoderLAM,
+                ("latent_norm", "batch"): lv.BatchNormLatentLAM, ("decoder_residual", True): lv.ResidualDecoderLAM}
+    assert LAM_VARIANTS == expected
+    tiny = variant(lam_input="tokens").lam  # a config on which every flag is valid
+    default = dataclasses.replace(tiny, input="pixels")
+    assert lam_class(default) is LatentActionModel and type(build_lam(default)) is LatentActionModel
+    for (name, value), cls in expected.items():
+        cfg = dataclasses.replace(default, **{name: value})
+        assert lam_class(cfg) is cls and type(build_lam(cfg)) is cls
+        with pytest.raises(ValueError, match="build_lam"):  # the core class refuses a variant's config
+            LatentActionModel(cfg)
+    both = dataclasses.replace(tiny, decoder_frames=1, latent_norm="batch", decoder_residual=True)
+    lam = build_lam(both)
+    assert type(lam) is lam_class(both)
+    assert all(isinstance(lam, cls) for cls in expected.values())
+
+
+def test_variant_state_dict_keys_are_the_single_models():
+    """The keys the flags of one model class used to switch (checkpoints of the variants load strictly)."""
+
+
+    cfg = dataclasses.replace(variant(lam_input="tokens").lam, decoder_frames=1, latent_norm="batch",
+                              decoder_residual=True)
+    keys = set(build_lam(cfg).state_dict())
+    pixels = set(build_lam(dataclasses.replace(cfg, input="pixels", latent_norm="none")).state_dict())
+    swap = {"patch_embed.weight": "token_embed.weight", "dec_patch_embed.weight": "dec_token_embed.weight"}
+    norm = {"latent_norm.running_mean", "latent_norm.running_var", "latent_norm.num_batches_tracked"}
+    assert keys == {swap.get(k, k) for k in pixels - {"patch_embed.bias", "dec_patch_embed.bias"}} | norm
+    vit = VideoTokenizer(variant("spatial").tokenizer).state_dict()
+    assert set(vit) == {k.replace("norm_t", "norm_2").replace("temporal", "attn_2")
+                        for k in VideoTokenizer(variant("st").tokenizer).state_dict()}
+
+
+def test_a_fresh_interpreter_that_imports_only_a_core_module_sees_the_variants():
+    """The core imports models/variants/ on lookup, so no caller has to remember to."""
+    script = (
+        "import dataclasses\n"
+        "from genie_robot.models.configs import TransformerConfig, preset\n"
+        "from genie_robot.models.genie import build_lam\n"
+        "from genie_robot.models.st_transformer import STTransformer\n"
+        "assert type(STTransformer(TransformerConfig(16, 1, 2, 32), 3, 4, attention='full').blocks[0]).__name__ "
+        "== 'CViViTBlock'\n"
+        "lam = build_lam(dataclasses.replace(preset('tiny').lam, decoder_frames=1))\n"
+        "assert type(lam).__name__ == 'OneFrameDecoderLAM', type(lam)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr

@@ -1,7 +1,5 @@
 """Latent action model: shapes, causality, overfitting, and that it actually encodes actions."""
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -96,10 +94,10 @@ def test_a_decoder_that_sees_only_x_t_ignores_earlier_frames():
     import torch
 
     from genie_robot.models import preset
-    from genie_robot.models.latent_actions import LatentActionModel
+    from genie_robot.models.genie import build_lam
 
     cfg = dataclasses.replace(preset("tiny").lam, decoder_frames=1, random_time_offset=False)
-    lam = LatentActionModel(cfg).eval()
+    lam = build_lam(cfg).eval()
     torch.manual_seed(0)
     x = lam._inputs(torch.randint(0, 256, (1, 5, 16, 16, 3), dtype=torch.uint8))
     a = torch.randn(1, 4, cfg.quantizer.code_dim)
@@ -119,7 +117,7 @@ def test_batch_normalised_latents_spread_over_the_codes_from_the_start():
     import torch
 
     from genie_robot.models import preset
-    from genie_robot.models.latent_actions import LatentActionModel
+    from genie_robot.models.genie import build_lam
 
     torch.manual_seed(0)
     frames = torch.randint(0, 256, (4, 6, 16, 16, 3), dtype=torch.uint8)
@@ -127,7 +125,7 @@ def test_batch_normalised_latents_spread_over_the_codes_from_the_start():
     for norm in ("none", "batch"):
         torch.manual_seed(1)
         cfg = dataclasses.replace(preset("tiny").lam, latent_norm=norm)
-        lam = LatentActionModel(cfg).train()
+        lam = build_lam(cfg).train()
         _, metrics, _ = lam(frames)
         used[norm] = metrics["vq/perplexity"]
         lam.eval()  # running statistics at inference: deterministic, batch-independent labels
@@ -142,10 +140,10 @@ def test_a_residual_decoder_starts_from_copying_x_t():
     import torch
 
     from genie_robot.models import preset
-    from genie_robot.models.latent_actions import LatentActionModel
+    from genie_robot.models.genie import build_lam
 
     cfg = dataclasses.replace(preset("tiny").lam, decoder_frames=1, decoder_residual=True)
-    lam = LatentActionModel(cfg)
+    lam = build_lam(cfg)
     with torch.no_grad():
         lam.to_pixels.weight.zero_()
         lam.to_pixels.bias.zero_()

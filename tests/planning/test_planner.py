@@ -37,15 +37,15 @@ def test_cem_gets_much_closer_than_random_sequences_and_concentrates(wm0, frame,
     # the elites pull the distribution in: later iterations sample closer sequences on average
     assert r.mean_per_iteration[-1] < 0.5 * r.mean_per_iteration[0]
     assert r.best_per_iteration == sorted(r.best_per_iteration, reverse=True)
-    assert r.candidates == 48 and r.probs_HA.shape == (3, wm0.num_actions)
-    np.testing.assert_allclose(r.probs_HA.sum(1), 1.0)
+    assert r.candidates == 48 and r.probs_TK.shape == (3, wm0.num_actions)
+    np.testing.assert_allclose(r.probs_TK.sum(1), 1.0)
 
 
 @pytest.mark.parametrize("method", ["cem", "random"])
 def test_a_warm_start_that_reaches_the_goal_is_kept(wm0, frame, goal, method):
     # the warm-start sequence is tried in iteration 1 and nothing later may replace a perfect score
     r = plan(wm0, frame, goal, 3, method=method, samples=8, iterations=3, elites=2, seed=1,
-             init_actions_H=TRUE_ACTIONS)
+             init_actions_T=TRUE_ACTIONS)
     assert r.score == 0.0
     np.testing.assert_array_equal(r.actions_T, TRUE_ACTIONS)
     np.testing.assert_array_equal(r.frames_THW3[-1], goal)
@@ -91,7 +91,7 @@ def test_prompt_with_history(wm0, frame, goal):
     ({"elites": 9, "samples": 8}, "elites=9 must be at most samples=8"),
     ({"method": "mppi"}, "unknown method 'mppi'"),
     ({"score": "lpips"}, "unknown score 'lpips'"),
-    ({"init_actions_H": np.array([0, 9, 0])}, "init_actions_H"),
+    ({"init_actions_T": np.array([0, 9, 0])}, "init_actions_T"),
 ])
 def test_bad_arguments_are_named(wm0, frame, goal, kwargs, message):
     args = {"horizon": 3, "samples": 4, "iterations": 1, "elites": 2, **kwargs}

@@ -49,3 +49,34 @@ def test_an_onnx_bundle_runs_on_the_base_install():
     run = subprocess.run([sys.executable, "-c", SCRIPT, str(FORMATS / "tiny_bundle"), str(FORMATS / "frames.npz"),
                           ",".join(blocked)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+CLI_SCRIPT = textwrap.dedent("""
+    import sys
+    for name in sys.argv[1].split(","):
+        sys.modules[name] = None
+    from genie_robot.cli import build_parser, main
+
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)
+    assert {"train", "eval", "plan-eval", "agents", "ablate", "rollout", "export"} <= commands, commands
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def test_the_cli_on_the_base_install_says_which_extra_a_command_needs():
+    """Without the `train` extra, `genie-robot` still starts (runtime commands work, --help lists every
+    command), and a training or experiment command refuses with one line naming what to install."""
+    blocked = ",".join(train_only_modules())
+    run = subprocess.run([sys.executable, "-c", CLI_SCRIPT, blocked, "train", "lam", "--store", "x"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert run.stderr.strip() == ("genie-robot train: error: needs the 'torch' package, which this install lacks: "
+                                  "pip install 'genie-robot[train]' (training, evaluation and the experiments)")
+    run = subprocess.run([sys.executable, "-c", CLI_SCRIPT, blocked, "--help"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and "not installed" in run.stdout, run.stderr[-3000:]
+    # a command whose module loads without the extra but whose job needs it says the same
+    run = subprocess.run([sys.executable, "-c", CLI_SCRIPT, blocked, "eval", "--model", "default", "--store", "x",
+                          "--out", "y"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "pip install 'genie-robot[train]'" in run.stderr, run.stderr[-3000:]

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from genie_robot.errors import InputError
 
-class ConversionError(ValueError):
+
+class ConversionError(InputError):
     """Input that cannot be converted; the message names the file, the record/episode and the fix."""
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from genie_robot.cli import report_error
+from genie_robot.cli import run_reporting_errors
 
 
 def _resolution(text: str) -> int | tuple[int, int]:
@@ -87,14 +87,9 @@ def _finish(report) -> int:
 
 
 def _run(convert, args) -> int:
-    from genie_robot.data.convert import ConversionError
-    from genie_robot.data.store import StoreError
-
+    """ConversionError, StoreError (e.g. NaN actions in the source), an existing OUT: one error line, exit 2."""
     _setup_logging(args)
-    try:
-        return _finish(convert())
-    except (ConversionError, StoreError, FileExistsError) as exc:  # StoreError: e.g. NaN actions in the source
-        return report_error("genie-robot convert", exc)
+    return run_reporting_errors(lambda _: _finish(convert()), args, "genie-robot convert")
 
 
 def _run_rlds(args) -> int:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genie_robot.errors import SetupError
+
 # Per-frame robot state, in this order (metres, world frame).
 STATE_NAMES = ("grip_x", "grip_y", "grip_z", "gripper_width", "object_x", "object_y", "object_z")
 ACTION_NAMES = ("dx", "dy", "dz", "gripper")  # the 4-D Fetch env action, each in [-1, 1]
@@ -35,7 +37,7 @@ FPS = 25.0
 OBJECT_RGBA = (0.85, 0.12, 0.08, 1.0)
 
 
-class RenderBackendError(RuntimeError):
+class RenderBackendError(SetupError):
     """No offscreen OpenGL backend works in this process; the message says what to install."""
 
 

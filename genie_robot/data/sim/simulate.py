@@ -23,14 +23,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from genie_robot.cli import report_error
 from genie_robot.data.sim.scene import (
     ACTION_DIM,
     FPS,
     SCENE_CHOICES,
     STATE_DIM,
     FetchScene,
-    RenderBackendError,
     configure_gl,
     scene_for_seed,
 )
@@ -223,26 +221,32 @@ def _committed(out: str, episodes: int, frames: int, resolution: int, seed: int,
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        made = simulate(
-            args.out,
-            episodes=args.episodes,
-            frames=args.frames,
-            resolution=args.resolution,
-            workers=args.workers,
-            seed=args.seed,
-            scene=args.scene,
-            overwrite=args.overwrite,
-            resume=args.resume,
-        )
-    except (ValueError, RenderBackendError) as exc:  # StoreError is a ValueError: bad args or paths
-        return report_error("genie-robot simulate", exc)
+    from genie_robot.cli import run_reporting_errors
+
+    # a bad argument or path (StoreError is a ValueError), no rendering backend (RenderBackendError)
+    return run_reporting_errors(_simulate, args, "genie-robot simulate")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    made = simulate(
+        args.out,
+        episodes=args.episodes,
+        frames=args.frames,
+        resolution=args.resolution,
+        workers=args.workers,
+        seed=args.seed,
+        scene=args.scene,
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
     kept = f" ({args.episodes - made} kept from the interrupted run)" if made < args.episodes else ""
     print(f"wrote {args.episodes} episodes x {args.frames} frames to {args.out}{kept}")
     return 0
 
 
 def register_cli(subparsers) -> None:
+    from genie_robot import cli_flags as flags
+
     p = subparsers.add_parser(
         "simulate",
         help="generate scripted MuJoCo Fetch episodes into an episode store",
@@ -253,9 +257,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--episodes", type=int, required=True, help="number of episodes")
     p.add_argument("--frames", type=int, required=True, help="frames per episode (25 fps)")
     p.add_argument("--resolution", type=int, default=64, help="square frame size in pixels (default 64)")
-    p.add_argument("--out", required=True, help="store path or fsspec URL, e.g. data/sim.zarr")
+    flags.add_out(p, "store path or fsspec URL, e.g. data/sim.zarr")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="episode k uses seed + k (default 0)")
+    flags.add_seed(p, 0, "episode k uses seed + k (default 0)")
     p.add_argument(
         "--scene",
         choices=SCENE_CHOICES,

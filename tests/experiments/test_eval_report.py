@@ -1,5 +1,6 @@
-"""`genie-robot eval` end to end: train the tiny preset a few steps on a small store with ground-truth
-actions, evaluate, and read the report folder and the MLflow run back."""
+"""`genie-robot eval` (experiments/eval_report.py) end to end: train the tiny preset a few steps on a
+small store with ground-truth actions, evaluate, and read the report folder and the MLflow run back;
+and the report of an evaluation whose NMI could not be computed."""
 
 from __future__ import annotations
 
@@ -32,6 +33,30 @@ def _store(path: Path, episodes: int = 6, frames: int = 12, res: int = 16) -> st
                 y, x = int(np.clip(y + dy, 0, res - 4)), int(np.clip(x + dx, 0, res - 4))
             w.add_episode(Episode(rgb=rgb, action=act))
     return str(path)
+
+
+def test_the_report_says_why_nmi_is_missing(tmp_path):
+    """Ground-truth actions all in one class (tests/eval/test_evaluate.py): the report says n/a and why."""
+    import torch
+
+    from experiments.eval_report import write_report
+    from genie_robot.eval.evaluate import evaluate_model
+    from genie_robot.models.configs import preset
+    from genie_robot.models.genie import Genie
+
+    torch.manual_seed(0)
+    genie = Genie(preset("tiny")).eval().requires_grad_(False)
+    T, (H, W) = genie.cfg.lam.context, genie.cfg.tokenizer.resolution
+    clips = np.random.default_rng(0).integers(0, 256, (2, T, H, W, 3), dtype=np.uint8)
+    still = [np.zeros((T, 4), np.float32) for _ in range(2)]  # every action "still": one class
+    with torch.no_grad():
+        ev = evaluate_model(genie, clips, episode_frames=list(clips), episode_actions=still, show=1, depth=1)
+    write_report(ev, tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["latent/nmi_note"] == ev.metrics["latent/nmi_note"]
+    md = (tmp_path / "report.md").read_text()
+    assert "| NMI(latent action, discretised ground-truth action) | n/a |" in md and "one class (still)" in md
+    assert {"recon.png", "rollouts.gif", "rollouts.png", "delta_psnr.png", "latent_actions.png",
+            "latent_action_steps.png", "code_usage.png"} <= {p.name for p in tmp_path.iterdir()}
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,16 @@
-"""`genie-robot ablate` (training/ablate.py) on the tiny sweep config: every kind of variant trains,
+"""`genie-robot ablate` (experiments/ablate.py) on the tiny sweep config: every kind of variant trains,
 shares tokenizers where it should, is evaluated (tokenizer PSNR, ΔPSNR, real-I3D FVD), logged as one
 MLflow run per variant, resumes without redoing finished work, and writes the report and plots."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from genie_robot.cli import main
-from training import ablate
+from experiments import ablate
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = str(ROOT / "training" / "configs" / "ablations" / "tiny.yaml")
+TINY = str(ROOT / "experiments" / "configs" / "ablations" / "tiny.yaml")
 
 
 def _summary_runs(tracking_uri, experiment):

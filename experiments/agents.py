@@ -10,15 +10,15 @@
    policy can output.
 2. Latent labels: the frozen LAM of the world model labels the transitions of one model step that
    start at the expert's decisions, frame t -> frame t + stride for t = 0, stride, 2 stride, ...
-   (`label_latents`, `decision_transitions`; stride = the bundle's training `frame_stride`, --stride:
+   (genie_robot.planning.action_map.label_latents, `decision_transitions`; stride = the bundle's training `frame_stride`, --stride:
    a model trained on every 3rd frame knows 3-frame transitions, not single frames). Only latent
    actions are used here; the simulator's actions are not.
 3. Latent policy: a small CNN, observation (camera frame + `observation_vector`) -> latent action,
    behaviour cloning on the LAM labels (cross-entropy).
 4. Latent -> robot action map from a SMALL labelled set of N (observation, latent, robot action)
-   samples, the only place the ground-truth actions enter: "table" = the mean robot action of each
+   samples, the only place the ground-truth actions enter (genie_robot.planning.action_map): "table" = the mean robot action of each
    latent, "mlp" = a small MLP on (one-hot latent, the latent policy's frozen features). The robot
-   action of a transition is the MEAN of its `stride` simulator actions (`transition_actions`; here
+   action of a transition is the MEAN of its `stride` simulator actions (action_map.transition_actions; here
    the one action the expert held). Fetch moves its gripper target by 0.05 m x action per simulator
    step, so holding it for `stride` steps moves it by the transition's own displacement.
 5. Closed loop on the push task: the combined policy (argmax latent -> map) against an oracle
@@ -57,19 +57,23 @@ distances 95% bootstrap intervals.
 --out gets report.md, metrics.json, success.png (success vs labels, Figure-15 style), distance.png,
 latent_actions.png (what each latent means in robot actions), episodes.gif (closed-loop episodes);
 the same go to MLflow (genie_robot/artifacts/tracking.py), artifacts under `agents/`.
+
+The reusable parts (the latent -> robot action map, the LAM's labels of a model step, the robot
+action of a transition) are the library's genie_robot/planning/action_map.py; the simulator harness,
+the expert, the policies, the study and its report are this experiment's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from genie_robot.cli import report_error
+from genie_robot.errors import InputError
+from genie_robot.planning.action_map import MAPS, LatentActionMap, label_latents, transition_actions
 
 ARTIFACT_DIR = "agents"
 SUCCESS_M = 0.05  # FetchPush's distance_threshold
@@ -80,7 +84,6 @@ REL_SCALE = 0.1  # metres: the block - gripper and goal - block offsets
 VEC_DIM = 13  # goal xy, gripper xyz, block xyz, block - gripper xyz, goal - block xy
 SHIFT_PX = 4  # random-shift augmentation of the policies' frames
 ACTION_DIMS = 3  # push blocks the fingers: only dx, dy, dz act
-MAPS = ("table", "mlp")
 
 
 # ------------------------------------------------------------------------------------ simulator
@@ -153,7 +156,7 @@ def run_episode(seed: int, steps: int, resolution: int, act=None, *, keep_frames
         return np.array([*push_expert(sim.grip_pos(), sim.object_pos(), sim.goal, table_z), 0.0], np.float32)
 
     if decide_every < 1:
-        raise ValueError(f"decide_every must be at least 1 simulator step, got {decide_every}")
+        raise InputError(f"decide_every must be at least 1 simulator step, got {decide_every}")
     goal = sim.goal
     frames, actions, dist, vecs = [], [], [], []
     a = np.zeros(4, np.float32)
@@ -282,68 +285,6 @@ def train_net(net, rgb_NHW3, goal_N2, target_N, *, loss: str, epochs: int, seed:
     return curve
 
 
-class LatentActionMap:
-    """Latent action (+ observation features) -> robot action (3,), fitted on a few labelled samples.
-
-    "table": the mean robot action of each latent in the labelled set (latents never seen: the overall
-    mean). "mlp": a small MLP on (one-hot latent, features), weight decay against overfitting."""
-
-    def __init__(self, kind: str, num_actions: int, seed: int = 0, weight_decay: float = 1.0):
-        if kind not in MAPS:
-            raise ValueError(f"unknown map {kind!r}: use one of {', '.join(MAPS)}")
-        self.kind, self.A, self.seed, self.weight_decay = kind, num_actions, seed, weight_decay
-        self.table_A3 = None
-        self.mlp = None
-
-    def fit(self, latent_N: np.ndarray, action_N3: np.ndarray, feat_NF: np.ndarray | None = None,
-            steps: int = 500) -> LatentActionMap:
-        latent_N = np.asarray(latent_N, np.int64)
-        action_N3 = np.asarray(action_N3, np.float32)
-        if len(latent_N) == 0 or len(latent_N) != len(action_N3):
-            raise ValueError(f"map: need >= 1 labelled sample with one action each, got {len(latent_N)} latents "
-                             f"and {len(action_N3)} actions")
-        mean = action_N3.mean(0)
-        self.table_A3 = np.stack([action_N3[latent_N == z].mean(0) if (latent_N == z).any() else mean
-                                  for z in range(self.A)]).astype(np.float32)
-        if self.kind == "mlp":
-            import torch
-            from torch import nn
-
-            torch.manual_seed(self.seed)
-            if feat_NF is None:
-                raise ValueError("map 'mlp' needs observation features")
-            # standardised features: the policy's ReLU features have arbitrary scales per unit
-            self.feat_mean = np.asarray(feat_NF, np.float32).mean(0)
-            self.feat_std = np.asarray(feat_NF, np.float32).std(0) + 1e-3
-            x = torch.from_numpy(self._inputs(latent_N, feat_NF))
-            y = torch.from_numpy(action_N3)
-            self.mlp = nn.Sequential(nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Linear(64, action_N3.shape[1]))
-            opt = torch.optim.AdamW(self.mlp.parameters(), lr=3e-3, weight_decay=self.weight_decay)
-            for _ in range(steps):
-                loss = ((self.mlp(x) - y) ** 2).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            self.mlp.eval()
-        return self
-
-    def _inputs(self, latent_N, feat_NF):
-        onehot = np.eye(self.A, dtype=np.float32)[latent_N]
-        if feat_NF is None:
-            raise ValueError("map 'mlp' needs observation features")
-        feat = (np.asarray(feat_NF, np.float32) - self.feat_mean) / self.feat_std
-        return np.concatenate([onehot, feat], 1).astype(np.float32)
-
-    def __call__(self, latent_N: np.ndarray, feat_NF: np.ndarray | None = None) -> np.ndarray:
-        latent_N = np.asarray(latent_N, np.int64)
-        if self.kind == "table":
-            return self.table_A3[latent_N]
-        import torch
-
-        with torch.no_grad():
-            return self.mlp(torch.from_numpy(self._inputs(latent_N, feat_NF))).numpy()
-
-
 # ------------------------------------------------------------------------------------ experiment
 
 
@@ -354,29 +295,6 @@ def collect_expert(episodes: int, steps: int, resolution: int, seed: int, progre
 
     return [run_episode(seed + k, steps, resolution, decide_every=decide_every) for k in
             tqdm(range(episodes), desc="expert episodes", unit="ep", disable=not progress)]
-
-
-def label_latents(wm, episodes: list[dict], stride: int = 1) -> np.ndarray:
-    """(E, T - stride) latent actions the frozen LAM infers from the expert videos (E, T frames);
-    [:, t] labels the transition frame t -> frame t + stride, one model step. The LAM reads each
-    offset's subsampled video rgb[o::stride] (the frame rate it was trained on), one batched call per
-    offset, and the offsets interleave back to every t."""
-    video = np.stack([e["rgb"] for e in episodes])
-    E, T = video.shape[:2]
-    if not 1 <= stride < T:
-        raise ValueError(f"stride {stride} needs episodes of more than {stride} frames, got {T} "
-                         "(raise --steps)")
-    latents_ET = np.zeros((E, T - stride), np.int64)
-    for o in range(min(stride, T - stride)):
-        latents_ET[:, o::stride] = wm.infer_actions(video[:, o::stride])
-    return latents_ET
-
-
-def transition_actions(action_T3: np.ndarray, stride: int) -> np.ndarray:
-    """(T, D) simulator actions -> (T + 1 - stride, D): [t] = the mean of actions t .. t + stride - 1,
-    the action whose holding for `stride` steps reproduces transition t -> t + stride (module docstring)."""
-    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(action_T3, np.float32), stride, axis=0)
-    return windows.mean(-1, dtype=np.float32)  # (T + 1 - stride, D, stride) -> (T + 1 - stride, D)
 
 
 def decision_transitions(latents_ET: np.ndarray, stride: int) -> np.ndarray:
@@ -424,20 +342,20 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 2, maps: tuple[str, ..
 
     H, W = wm.resolution
     if H != W:
-        raise ValueError(f"the simulator renders square frames; this model is {W}x{H}")
+        raise InputError(f"the simulator renders square frames; this model is {W}x{H}")
     for name, v in (("seeds", seeds), ("expert_episodes", expert_episodes), ("eval_episodes", eval_episodes),
                     ("steps", steps), ("epochs", epochs), ("stride", stride)):
         if v < 1:
-            raise ValueError(f"{name} must be at least 1, got {v}")
+            raise InputError(f"{name} must be at least 1, got {v}")
     if expert_episodes < 2:
-        raise ValueError("expert_episodes must be at least 2 (one held out to measure the policies)")
+        raise InputError("expert_episodes must be at least 2 (one held out to measure the policies)")
     if not labels or any(n < 1 for n in labels):
-        raise ValueError(f"labels must be positive sample counts, e.g. 50,200,1000; got {labels}")
+        raise InputError(f"labels must be positive sample counts, e.g. 50,200,1000; got {labels}")
     if steps < stride:
-        raise ValueError(f"steps ({steps}) must be at least the stride ({stride}): an episode needs a whole model step")
+        raise InputError(f"steps ({steps}) must be at least the stride ({stride}): an episode needs a whole model step")
     for m in maps:
         if m not in MAPS:
-            raise ValueError(f"unknown map {m!r}: use one of {', '.join(MAPS)}")
+            raise InputError(f"unknown map {m!r}: use one of {', '.join(MAPS)}")
     A, R = wm.num_actions, H
     timings = {}
     t0 = time.perf_counter()
@@ -453,10 +371,10 @@ def run_experiment(wm, *, labels: list[int], seeds: int = 2, maps: tuple[str, ..
     pool = len(latent)
     too_many = [n for n in labels if n > pool]
     if too_many:
-        raise ValueError(f"--labels {too_many} exceed the {pool} labelled expert transitions available; "
+        raise InputError(f"--labels {too_many} exceed the {pool} labelled expert transitions available; "
                          "raise --expert-episodes or --steps")
     usage = np.bincount(latents_ET.ravel(), minlength=A) / latents_ET.size
-    overall_table = LatentActionMap("table", A).fit(latent, action).table_A3  # for the picture only
+    overall_table = LatentActionMap("table", A).fit(latent, action).table_K3  # for the picture only
 
     eval_seeds = [seed + 100_000 + k for k in range(eval_episodes)]
     results: dict[str, list[dict]] = {}
@@ -657,33 +575,26 @@ def write_report(exp: dict, summary: dict, params: dict, labels, maps, out: Path
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from genie_robot.planning.evaluate import log_to_mlflow
+def run(args: argparse.Namespace) -> int:
+    from genie_robot.artifacts.tracking import log_report_run
+    from genie_robot.device import configure_cpu_threads
+    from genie_robot.planning.evaluate import check_stride, model_stride
     from genie_robot.runtime.world_model import WorldModel
 
     try:
         labels = [int(x) for x in str(args.labels).split(",") if x.strip()]
         maps = tuple(m.strip() for m in args.maps.split(",") if m.strip())
     except ValueError:
-        print(f"genie-robot agents: error: --labels takes comma-separated integers, e.g. 50,200,1000; "
-              f"got {args.labels!r}", file=sys.stderr)
-        return 2
-    try:
-        from genie_robot.device import configure_cpu_threads
-
-        configure_cpu_threads(args.threads or 1)
-        wm = WorldModel.load(args.model, backend=args.backend, threads=args.threads or None)
-        from genie_robot.planning.evaluate import check_stride, model_stride
-
-        args.stride = check_stride(args.stride or model_stride(args.model))  # 0: the bundle's frame_stride
-        params = {k: getattr(args, k) for k in ("model", "backend", "labels", "seeds", "maps", "expert_episodes",
-                                                "eval_episodes", "steps", "epochs", "seed", "stride")}
-        params["provider"] = wm.provider
-        exp = run_experiment(wm, labels=labels, seeds=args.seeds, maps=maps, expert_episodes=args.expert_episodes,
-                             eval_episodes=args.eval_episodes, steps=args.steps, epochs=args.epochs, seed=args.seed,
-                             stride=args.stride)
-    except (ValueError, FileNotFoundError) as exc:
-        return report_error("genie-robot agents", exc)
+        raise InputError(f"--labels takes comma-separated integers, e.g. 50,200,1000; got {args.labels!r}") from None
+    configure_cpu_threads(args.threads or 1)
+    wm = WorldModel.load(args.model, backend=args.backend, threads=args.threads or None)
+    args.stride = check_stride(args.stride or model_stride(args.model))  # 0: the bundle's frame_stride
+    params = {k: getattr(args, k) for k in ("model", "backend", "labels", "seeds", "maps", "expert_episodes",
+                                            "eval_episodes", "steps", "epochs", "seed", "stride")}
+    params["provider"] = wm.provider
+    exp = run_experiment(wm, labels=labels, seeds=args.seeds, maps=maps, expert_episodes=args.expert_episodes,
+                         eval_episodes=args.eval_episodes, steps=args.steps, epochs=args.epochs, seed=args.seed,
+                         stride=args.stride)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(exp["results"])
@@ -704,18 +615,26 @@ def run_cli(args: argparse.Namespace) -> int:
                             f"{key}/progress": s["progress"][0]})
         metrics.update({k.replace(" ", "_"): v for k, v in exp["diagnostics"].items()})
         metrics = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
-        run_id = log_to_mlflow(args.experiment, args.tracking_uri, "agents", params, metrics, out, ARTIFACT_DIR)
+        run_id = log_report_run(experiment=args.experiment, tracking_uri=args.tracking_uri, run_name="agents",
+                                params=params, metrics=metrics, out=out, artifact_dir=ARTIFACT_DIR)
         print(f"MLflow run {run_id}")
     print(f"report: {out / 'report.md'}")
     return 0
 
 
+def run_cli(args: argparse.Namespace) -> int:
+    from genie_robot.cli import run_reporting_errors
+
+    return run_reporting_errors(run, args, "genie-robot agents")
+
+
 def register_cli(subparsers) -> None:
-    from genie_robot.planning.evaluate import add_common_args
+    from experiments.plan_report import add_report_args
+    from genie_robot import cli_flags as flags
 
     p = subparsers.add_parser("agents", help="latent-action policy + few-label action map vs oracle BC and random, "
                               "closed loop in the simulator", description=__doc__.split("\n\n")[0])
-    add_common_args(p)
+    add_report_args(p)
     p.add_argument("--labels", default="50,200,1000",
                    help="labelled-sample counts for the latent -> robot action map (default 50,200,1000)")
     p.add_argument("--maps", default="table,mlp", help="map kinds: table, mlp or both (default table,mlp)")
@@ -725,10 +644,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--eval-episodes", type=int, default=10,
                    help="closed-loop episodes per policy and training seed (default 10)")
     p.add_argument("--steps", type=int, default=80, help="simulator steps per episode (25 per second; default 80)")
-    p.add_argument("--stride", type=int, default=0,
-                   help="simulator steps per model step: LAM transitions t -> t + n, every policy decides every n "
-                        "steps (default 0: the bundle's training frame_stride, 1 if it records none)")
+    flags.add_stride(p, help="simulator steps per model step: LAM transitions t -> t + n, every policy decides "
+                             "every n steps (default 0: the bundle's training frame_stride, 1 if it records none)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of the latent policy and the oracle (default 30)")
-    p.add_argument("--seed", type=int, default=6000,
-                   help="expert episodes use seed + k, evaluation episodes seed + 100000 + k")
+    flags.add_seed(p, 6000, "expert episodes use seed + k, evaluation episodes seed + 100000 + k")
     p.set_defaults(func=run_cli)
