@@ -31,11 +31,11 @@ import torch
 
 
 def compare_config():
-    from genie_robot.models.configs import GenieConfig, TransformerConfig, link_dynamics, preset
+    from genie_robot.models.configs import GenieConfig, TransformerConfig, DynamicsConfig, preset
 
     c = preset("cpu")
     tok = dataclasses.replace(c.tokenizer, patch=4)  # 64x64 / 4 = 16x16 tokens, 1024 codes
-    dyn = link_dynamics(tok, c.lam, context=16, transformer=TransformerConfig(256, 8, 8, 1024))
+    dyn = DynamicsConfig(context=16, transformer=TransformerConfig(256, 8, 8, 1024))
     return GenieConfig(tok, c.lam, dyn, name="compare")
 
 

@@ -306,7 +306,7 @@ def resolve_model_config(cfg: TrainConfig):
         tok, lam, dyn = d["tokenizer"], d["lam"], d["dynamics"]
         if lam["resolution"] == base["lam"]["resolution"]:
             lam["resolution"] = tok["resolution"]
-        from genie_robot.models.configs import LatentActionConfig, TokenizerConfig
+        from genie_robot.models.configs import LatentActionConfig, TokenizerConfig, derived_dynamics_fields
 
         tok_cfg = TokenizerConfig(**_plain(tok, TokenizerConfig))
         if lam.get("input") == "tokens":  # the token-input LAM reads the tokenizer's grid and vocabulary
@@ -315,13 +315,13 @@ def resolve_model_config(cfg: TrainConfig):
             if lam["token_vocab"] == base["lam"]["token_vocab"]:
                 lam["token_vocab"] = tok_cfg.num_codes
         lam_cfg = LatentActionConfig(**_plain(lam, LatentActionConfig))
-        linked = {"vocab_size": tok_cfg.num_codes, "grid": [r // tok["patch"] for r in tok["resolution"]],
-                  "num_actions": lam_cfg.num_actions, "action_dim": lam_cfg.action_dim}
-        if dyn.get("action_source") == "ground_truth":  # the control reads the store's actions, not the LAM
-            linked = {k: v for k, v in linked.items() if k in ("vocab_size", "grid")}
-        for key, value in linked.items():
-            if dyn[key] == base["dynamics"][key]:
-                dyn[key] = value
+        # the dynamics fields that mirror the tokenizer and the LAM are GenieConfig's to compute
+        mirrored = derived_dynamics_fields(tok_cfg, lam_cfg, dyn.get("action_source", "latent"))
+        for key in mirrored:
+            if dyn[key] != base["dynamics"][key] and list(np.atleast_1d(dyn[key])) != list(np.atleast_1d(mirrored[key])):
+                source = "tokenizer" if key in ("vocab_size", "grid") else "LAM"
+                raise ValueError(f"model.dynamics.{key} follows the {source} (here {mirrored[key]}): set the "
+                                 f"{source}'s size instead (e.g. model.tokenizer.fsq_levels, model.lam.fsq_levels)")
         # what a model step is, recorded with the model (its stores' fps is added by build_datasets)
         d["data"] = {"frame_stride": cfg.frame_stride, "val_fraction": cfg.val_fraction}
         return GenieConfig.from_dict(d)

@@ -12,7 +12,7 @@ import importlib
 # config.json needs) does not import torch: the onnxruntime runtime reads configs without it
 _EXPORTS = {
     **dict.fromkeys(["DynamicsConfig", "GenieConfig", "LatentActionConfig", "QuantizerConfig", "TokenizerConfig",
-                     "TransformerConfig", "link_dynamics", "model_cost", "preset"], "configs"),
+                     "TransformerConfig", "derived_dynamics_fields", "model_cost", "preset"], "configs"),
     "DynamicsModel": "dynamics", "Genie": "genie", "LatentActionModel": "latent_actions",
     "VectorQuantizer": "quantizer", "STTransformer": "st_transformer", "VideoTokenizer": "tokenizer",
 }

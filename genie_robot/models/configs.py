@@ -175,10 +175,13 @@ class LatentActionConfig:
 class DynamicsConfig:
     """MaskGIT dynamics over tokenizer tokens, conditioned on latent actions (additive embeddings)."""
 
+    # Inside a GenieConfig these follow the tokenizer and the LAM (derived there, never set by hand):
+    # vocab_size, grid and, for latent actions, num_actions and action_dim. They are fields so that a
+    # DynamicsModel can be built from its own config.
     vocab_size: int = 64  # V, = tokenizer codebook size
     grid: tuple[int, int] = (4, 4)  # (h, w) token grid, = tokenizer grid
-    num_actions: int = 8  # |A|, = LAM codebook size
-    action_dim: int = 16  # D of the LAM codebook
+    num_actions: int = 8  # K, = the LAM's number of latent actions
+    action_dim: int = 16  # D of an action vector: the LAM's code dim, or the store's action dim (ground truth)
     context: int = 16  # frames of temporal context (KV-cache window)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     mask_rate: tuple[float, float] = (0.5, 1.0)  # per-sample Bernoulli rate ~ U(lo, hi)
@@ -245,16 +248,12 @@ class GenieConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self):
-        t, a, d = self.tokenizer, self.lam, self.dynamics
+        t, a = self.tokenizer, self.lam
+        # the dynamics fields that mirror the tokenizer and the LAM are computed here, the one place
+        derived = derived_dynamics_fields(t, a, self.dynamics.action_source)
+        if any(getattr(self.dynamics, k) != v for k, v in derived.items()):
+            self.dynamics = dataclasses.replace(self.dynamics, **derived)
         problems = []
-        if d.vocab_size != t.num_codes:
-            problems.append(f"dynamics.vocab_size {d.vocab_size} != tokenizer codes {t.num_codes}")
-        if tuple(d.grid) != t.grid:
-            problems.append(f"dynamics.grid {tuple(d.grid)} != tokenizer grid {t.grid}")
-        if d.action_source == "latent" and d.num_actions != a.num_actions:
-            problems.append(f"dynamics.num_actions {d.num_actions} != LAM actions {a.num_actions}")
-        if d.action_source == "latent" and d.action_dim != a.action_dim:
-            problems.append(f"dynamics.action_dim {d.action_dim} != LAM action dim {a.action_dim}")
         if tuple(t.resolution) != tuple(a.resolution):
             problems.append(f"tokenizer resolution {t.resolution} != LAM resolution {a.resolution}")
         if a.input == "tokens" and a.patch != t.patch:
@@ -262,7 +261,7 @@ class GenieConfig:
         if a.input == "tokens" and a.token_vocab != t.num_codes:
             problems.append(f"LAM token_vocab {a.token_vocab} != tokenizer codes {t.num_codes}")
         if problems:
-            raise ValueError("inconsistent GenieConfig: " + "; ".join(problems) + " (build it with link_dynamics)")
+            raise ValueError("inconsistent GenieConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
         return _to_jsonable(dataclasses.asdict(self))
@@ -272,15 +271,15 @@ class GenieConfig:
         return _from_dict(cls, d)
 
 
-def link_dynamics(tokenizer: TokenizerConfig, lam: LatentActionConfig, **dynamics_kwargs) -> DynamicsConfig:
-    """A DynamicsConfig whose vocabulary, grid and action fields match the tokenizer and LAM."""
-    return DynamicsConfig(
-        vocab_size=tokenizer.num_codes,
-        grid=tokenizer.grid,
-        num_actions=lam.num_actions,
-        action_dim=lam.action_dim,
-        **dynamics_kwargs,
-    )
+def derived_dynamics_fields(tokenizer: TokenizerConfig, lam: LatentActionConfig, action_source: str = "latent"
+                            ) -> dict:
+    """The DynamicsConfig fields a GenieConfig computes from its tokenizer and LAM: the vocabulary and
+    grid, and for latent actions their number and dimension (the ground-truth control keeps its
+    `action_dim`, the store's)."""
+    derived = {"vocab_size": tokenizer.num_codes, "grid": tuple(tokenizer.grid)}
+    if action_source == "latent":
+        derived.update(num_actions=lam.num_actions, action_dim=lam.action_dim)
+    return derived
 
 
 # ---------------------------------------------------------------------------------------- presets
@@ -300,7 +299,7 @@ def preset(name: str) -> GenieConfig:
             encoder=TransformerConfig(32, 2, 2, 64), decoder=TransformerConfig(32, 2, 2, 64),
             quantizer=QuantizerConfig(num_codes=4, code_dim=8, dead_after=20),
         )
-        dyn = link_dynamics(tok, lam, context=8, transformer=TransformerConfig(32, 2, 2, 64), maskgit_steps=4)
+        dyn = DynamicsConfig(context=8, transformer=TransformerConfig(32, 2, 2, 64), maskgit_steps=4)
         return GenieConfig(tok, lam, dyn, name="tiny")
     if name == "cpu":
         # 64x64 frames, 8x8 = 64 tokens per frame: the dynamics model runs (steps + 1) single-frame
@@ -321,7 +320,7 @@ def preset(name: str) -> GenieConfig:
             kind="conv", channels=(32, 64, 64, 64), decoder_channels=(16, 32, 64), fsq_levels=(2, 2, 2),
             var_floor=0.01,
         )
-        dyn = link_dynamics(tok, lam, context=16, transformer=TransformerConfig(192, 6, 6, 768),
+        dyn = DynamicsConfig(context=16, transformer=TransformerConfig(192, 6, 6, 768),
                             maskgit_steps=8, temperature=0.5, action_dropout=0.1)
         return GenieConfig(tok, lam, dyn, name="cpu")
     if name == "paper":
@@ -341,7 +340,7 @@ def preset(name: str) -> GenieConfig:
             encoder=TransformerConfig(768, 16, 12, 3072), decoder=TransformerConfig(768, 16, 12, 3072),
             quantizer=QuantizerConfig(num_codes=8, code_dim=32, dead_after=1000),
         )
-        dyn = link_dynamics(tok, lam, context=16, transformer=TransformerConfig(5120, 24, 40, 20480),
+        dyn = DynamicsConfig(context=16, transformer=TransformerConfig(5120, 24, 40, 20480),
                             maskgit_steps=25, temperature=2.0)
         return GenieConfig(tok, lam, dyn, name="paper")
     raise ValueError(f"unknown preset {name!r}: use 'tiny', 'cpu' or 'paper'")
@@ -524,5 +523,5 @@ def _from_dict(cls, d: dict):
 
 __all__ = [
     "TransformerConfig", "QuantizerConfig", "TokenizerConfig", "LatentActionConfig", "DynamicsConfig",
-    "DataConfig", "GenieConfig", "config_from_dict", "link_dynamics", "preset", "model_cost",
+    "DataConfig", "GenieConfig", "config_from_dict", "derived_dynamics_fields", "preset", "model_cost",
 ]

@@ -203,12 +203,12 @@ def test_token_lam_trains_in_stage_two_and_learns(make_video):
 
 def test_default_state_dict_is_unchanged_by_the_variant_code():
     # the paper's kinds at the cpu preset's sizes (the preset itself now uses the conv kinds)
-    from genie_robot.models import link_dynamics
+    from genie_robot.models import DynamicsConfig
 
     cpu = preset("cpu")
     tok = dataclasses.replace(cpu.tokenizer, kind="st_vivit")
     lam = dataclasses.replace(cpu.lam, kind="st_transformer")
-    dyn = link_dynamics(tok, lam, context=cpu.dynamics.context, transformer=cpu.dynamics.transformer)
+    dyn = DynamicsConfig(context=cpu.dynamics.context, transformer=cpu.dynamics.transformer)
     genie = Genie(GenieConfig(tok, lam, dyn))
     keys = list(genie.state_dict())
     assert not any("attn_2" in k or "token_embed" in k and k.startswith("lam") for k in keys)

@@ -15,10 +15,13 @@ def test_presets_round_trip_through_json(name):
     assert GenieConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-def test_inconsistent_configs_are_refused():
+def test_mirrored_fields_are_computed_and_inconsistent_configs_refused():
     d = preset("tiny").to_dict()
-    d["dynamics"]["vocab_size"] = 7
-    with pytest.raises(ValueError, match="vocab_size"):
+    d["dynamics"]["vocab_size"], d["dynamics"]["num_actions"] = 7, 99  # a stale copy in a file
+    cfg = GenieConfig.from_dict(d)
+    assert (cfg.dynamics.vocab_size, cfg.dynamics.num_actions) == (cfg.tokenizer.num_codes, cfg.lam.num_actions)
+    d["lam"]["resolution"] = [8, 8]
+    with pytest.raises(ValueError, match="tokenizer resolution"):
         GenieConfig.from_dict(d)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")

@@ -11,7 +11,7 @@ import torch
 
 from genie_robot.eval.latent_analysis import normalized_mutual_information
 from genie_robot.models import Genie, GenieConfig, model_cost, preset
-from genie_robot.models.configs import LatentActionConfig, TokenizerConfig, link_dynamics
+from genie_robot.models.configs import LatentActionConfig, TokenizerConfig, DynamicsConfig
 from genie_robot.models.conv_blocks import ResBlock
 from genie_robot.models.conv_latent_actions import ConvLatentActionModel
 from genie_robot.models.conv_tokenizer import ConvTokenizer
@@ -30,7 +30,7 @@ def conv_lam_cfg(cfg, **kw) -> LatentActionConfig:
 
 def conv_genie_cfg(cfg, **dyn) -> GenieConfig:
     tok, lam = conv_tok_cfg(cfg), conv_lam_cfg(cfg)
-    return GenieConfig(tok, lam, link_dynamics(tok, lam, context=8, transformer=cfg.dynamics.transformer,
+    return GenieConfig(tok, lam, DynamicsConfig(context=8, transformer=cfg.dynamics.transformer,
                                                maskgit_steps=2, **dyn), name="tiny-conv")
 
 
@@ -230,18 +230,19 @@ def test_conv_kinds_link_vocabulary_and_actions(cfg):
     # the ST kinds keep reading their quantizers
     assert cfg.tokenizer.num_codes == cfg.tokenizer.quantizer.num_codes == 32
     assert (cfg.lam.num_actions, cfg.lam.action_dim) == (4, 8)
-    # a dynamics model linked to the ST models does not fit the conv ones
-    with pytest.raises(ValueError, match="vocab_size 32 != tokenizer codes 1000") as err:
-        GenieConfig(gcfg.tokenizer, gcfg.lam, cfg.dynamics)
-    assert "num_actions 4 != LAM actions 8" in str(err.value) and "action_dim 8 != LAM action dim 3" in str(err.value)
+    # the mirrored dynamics fields are computed by GenieConfig, never copied: a dynamics config made
+    # for the ST models takes the conv models' values when composed with them
+    d = GenieConfig(gcfg.tokenizer, gcfg.lam, cfg.dynamics).dynamics
+    assert (d.vocab_size, d.num_actions, d.action_dim) == (1000, 8, 3)
+    assert d.transformer == cfg.dynamics.transformer and d.context == cfg.dynamics.context
 
 
 def test_ground_truth_actions_need_not_match_the_lam(cfg):
     tok, lam = conv_tok_cfg(cfg), conv_lam_cfg(cfg)
-    gt = GenieConfig(tok, lam, dataclasses.replace(link_dynamics(tok, lam), action_dim=4, action_source="ground_truth"))
+    gt = GenieConfig(tok, lam, dataclasses.replace(DynamicsConfig(), action_dim=4, action_source="ground_truth"))
     assert gt.dynamics.action_dim == 4
-    with pytest.raises(ValueError, match="action_dim 4 != LAM action dim 3"):
-        dataclasses.replace(gt, dynamics=dataclasses.replace(gt.dynamics, action_source="latent"))
+    latent = dataclasses.replace(gt, dynamics=dataclasses.replace(gt.dynamics, action_source="latent"))
+    assert latent.dynamics.action_dim == 3  # latent actions: the LAM's
     with pytest.raises(ValueError, match="action_source"):
         dataclasses.replace(gt.dynamics, action_source="oracle")
     with pytest.raises(ValueError, match="action_dropout"):
@@ -297,6 +298,6 @@ def test_genie_builds_the_conv_kinds_and_rolls_out(cfg, make_video):
 def test_token_input_lam_reads_the_conv_tokenizers_vocabulary(cfg):
     tok = conv_tok_cfg(cfg)
     lam = dataclasses.replace(cfg.lam, input="tokens", patch=4, token_vocab=1000)
-    GenieConfig(tok, lam, link_dynamics(tok, lam))  # 1000 = 8*5*5*5 codes, not the unused VQ's 32
+    GenieConfig(tok, lam, DynamicsConfig())  # 1000 = 8*5*5*5 codes, not the unused VQ's 32
     with pytest.raises(ValueError, match="LAM token_vocab 32 != tokenizer codes 1000"):
-        GenieConfig(tok, dataclasses.replace(lam, token_vocab=32), link_dynamics(tok, lam))
+        GenieConfig(tok, dataclasses.replace(lam, token_vocab=32), DynamicsConfig())

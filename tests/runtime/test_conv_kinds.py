@@ -23,7 +23,7 @@ GRAPHS = ("tokenizer_encoder", "tokenizer_decoder", "lam_encoder", "dynamics_ste
 
 
 def conv_config(tokenizer: str = "conv", lam: str = "conv"):
-    from genie_robot.models.configs import GenieConfig, link_dynamics, preset
+    from genie_robot.models.configs import GenieConfig, DynamicsConfig, preset
 
     base = preset("tiny")
     tok, act = base.tokenizer, base.lam
@@ -31,7 +31,7 @@ def conv_config(tokenizer: str = "conv", lam: str = "conv"):
         tok = dataclasses.replace(tok, kind="conv", channels=(8, 8, 16), fsq_levels=(5, 5), local_encoder=True)
     if lam == "conv":  # binary FSQ on 3 dims = 8 actions
         act = dataclasses.replace(act, kind="conv", channels=(8, 8), decoder_channels=(8, 16), fsq_levels=(2, 2, 2))
-    dyn = link_dynamics(tok, act, context=8, transformer=base.dynamics.transformer, maskgit_steps=4)
+    dyn = DynamicsConfig(context=8, transformer=base.dynamics.transformer, maskgit_steps=4)
     return GenieConfig(tok, act, dyn, name=f"tiny-{tokenizer}-{lam}")
 
 

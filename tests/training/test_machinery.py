@@ -82,8 +82,11 @@ def test_linked_model_fields_follow_the_tokenizer_and_lam():
                                                 "model.lam.quantizer.num_codes=6"], preset="tiny"))
     assert tuple(m.lam.resolution) == (32, 32) and m.dynamics.vocab_size == 128
     assert tuple(m.dynamics.grid) == (8, 8) and m.dynamics.num_actions == 6
-    with pytest.raises(ConfigError, match="vocab_size"):  # set explicitly and inconsistent: still an error
+    # set by hand: refused, naming what to set instead
+    with pytest.raises(ConfigError, match="model.dynamics.vocab_size follows the tokenizer"):
         resolve_model_config(load_config(None, ["model.dynamics.vocab_size=7"], preset="tiny"))
+    with pytest.raises(ConfigError, match="model.dynamics.num_actions follows the LAM"):
+        resolve_model_config(load_config(None, ["model.dynamics.num_actions=16"], preset="tiny"))
 
 
 def test_config_round_trips_through_dict():
