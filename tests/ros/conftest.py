@@ -1,9 +1,10 @@
-"""ROS test fixtures: a tiny random-weight model bundle (made through the runtime's export API), a
-private ROS domain, and a harness that spins a node under test beside a test client node.
+"""ROS test fixtures: a private ROS domain, and a harness that spins a node under test beside a
+test client node.
 
 Traffic is real DDS (FastDDS; rclpy has no intra-process shortcut), kept on this machine
 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and on a domain of its own, with every test's topics under a
-namespace of their own, so parallel runs by other people on the same machine do not cross.
+namespace of their own, so parallel runs by other people on the same machine do not cross. The tiny
+model bundles (tiny_bundle, tiny_onnx_bundle) come from tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -35,42 +36,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _export_tiny(root, onnx: bool) -> str:
-    import torch
-
-    from genie_robot.artifacts import checkpoints
-    from genie_robot.models import Genie, preset
-    from genie_robot.runtime.export import export_bundle
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # session fixtures run before the autouse one; the export is slow oversubscribed
-    try:
-        torch.manual_seed(0)
-        genie = Genie(preset("tiny"))
-        with torch.no_grad():
-            genie.dynamics.action_table.copy_(genie.lam.action_embeddings())
-        config = {"train": {"preset": "tiny", "model": {}}, "model": genie.cfg.to_dict(), "stage": "dynamics"}
-        checkpoints.save_checkpoint(root / "dynamics", 1, weights=genie.state_dict(), config=config,
-                                    state={"step": 1, "mlflow_run_id": None})
-        out, _, _ = export_bundle(str(root / "dynamics"), root / "bundle", onnx=onnx)
-    finally:
-        torch.set_num_threads(threads)
-    return str(out)
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    """A torch-backend bundle of the `tiny` preset (16x16 frames, 4 latent actions, random weights),
-    written by genie_robot.runtime.export from a training checkpoint (~1 s)."""
-    return _export_tiny(tmp_path_factory.mktemp("ros_bundle"), onnx=False)
-
-
-@pytest.fixture(scope="session")
-def tiny_onnx_bundle(tmp_path_factory):
-    """The same model with its ONNX graphs too (~20 s on an idle machine: the ONNX export)."""
-    return _export_tiny(tmp_path_factory.mktemp("ros_onnx_bundle"), onnx=True)
 
 
 class Harness:
