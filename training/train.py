@@ -344,23 +344,40 @@ def _plain(d: dict, cls) -> dict:
 
 
 def _load_frozen(path_spec: str, stage_name: str, ema: bool, ours: dict, what: str):
-    """Weights of a finished `train <stage_name>` run whose `what` part of the model config equals
-    `ours` -> state dict. Raises ConfigError naming the fix."""
+    """Weights of a finished `train <stage_name>` run, or the `what` part of an exported bundle
+    ("default": the shipped model), whose `what` part of the model config equals `ours` -> (path,
+    state dict). Raises ConfigError naming the fix."""
+    from genie_robot.runtime import bundle, default_model
+
     try:
-        ck = ckpt_io.load_stage(path_spec, stage_name, what=f"{what} checkpoint")
+        source = default_model.resolve(path_spec)
     except FileNotFoundError as exc:
-        raise ConfigError(str(exc).replace(" checkpoint: ", " checkpoint missing: ", 1)) from None
-    except ckpt_io.CheckpointError as exc:
         raise ConfigError(str(exc)) from None
-    path, config = ck.path, ck.config
-    weights = ck.ema if (ema and ck.ema is not None) else ck.weights
-    theirs, mine = flatten(_normalised(config["model"])[what]), flatten(ours)
+    if (source / bundle.MANIFEST).is_file():  # a bundle: its weights are hash-checked before use
+        try:
+            genie = bundle.load_genie(source)
+        except bundle.BundleError as exc:
+            raise ConfigError(str(exc)) from None
+        path, config = source, genie.cfg.to_dict()
+        weights = getattr(genie, what).state_dict()
+        hint = f"the bundle's model.{what}.* fields (its config.json)"
+    else:
+        try:
+            ck = ckpt_io.load_stage(path_spec, stage_name, what=f"{what} checkpoint")
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc).replace(" checkpoint: ", " checkpoint missing: ", 1)) from None
+        except ckpt_io.CheckpointError as exc:
+            raise ConfigError(str(exc)) from None
+        path, config = ck.path, ck.config["model"]
+        weights = ck.ema if (ema and ck.ema is not None) else ck.weights
+        hint = (f"that run's preset and model.{what}.* overrides (preset {ck.config['train']['preset']!r}, "
+                f"overrides {ck.config['train']['model'].get(what, {})})")
+    theirs, mine = flatten(_normalised(config)[what]), flatten(ours)
     if theirs != mine:
         diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)}
         raise ConfigError(
             f"{what} checkpoint {path} was trained with another {what} config; differing fields "
-            f"(checkpoint, this run): {diff}. Use that run's preset and model.{what}.* overrides "
-            f"(preset {config['train']['preset']!r}, overrides {config['train']['model'].get(what, {})})"
+            f"(checkpoint, this run): {diff}. Use {hint}"
         )
     return path, weights
 
@@ -950,9 +967,11 @@ def register_cli(subparsers) -> None:
     dyn = stages.add_parser("dynamics", help="stage 2: latent action model + dynamics, tokenizer frozen")
     _add_train_args(dyn)
     dyn.add_argument("--tokenizer", default=None, metavar="CKPT",
-                     help="stage-1 checkpoint dir or run dir (latest checkpoint); required")
+                     help="stage-1 checkpoint dir or run dir (latest checkpoint), or a bundle whose tokenizer to "
+                          "reuse ('default': the shipped model's); required")
     dyn.add_argument("--lam", default=None, metavar="CKPT",
-                     help="a `train lam` checkpoint or run dir: its LAM is frozen (the default recipe)")
+                     help="a `train lam` checkpoint or run dir, or a bundle ('default'): its LAM is frozen "
+                          "(the default recipe)")
     lam = stages.add_parser("lam", help="the latent action model on its own (frozen for stage 2)")
     _add_train_args(lam)
     for sp in (tok, lam, dyn):

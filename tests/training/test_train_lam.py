@@ -134,6 +134,41 @@ def test_a_lam_of_another_config_is_refused_with_a_message(runs, monkeypatch, ca
     assert not (root / "runs/refused").exists()
 
 
+def test_stage_2_reuses_a_bundles_tokenizer_and_lam_checked_by_hash(runs, monkeypatch, capsys):
+    """--tokenizer/--lam BUNDLE ('default': the shipped model) freeze the bundle's parts; a bundle whose
+    weights no longer match its manifest is refused before anything is loaded."""
+    from safetensors.torch import load_file
+
+    from genie_robot.runtime.export import export_bundle
+
+    root, _, _ = runs
+    monkeypatch.chdir(root)
+    base = ["train", "dynamics", "--store", "sq.zarr", "--preset", "tiny", *CONV, *SMALL,
+            "--set", "val_every=1", "--set", "sample_every=1", "--set", "ckpt_every=1"]
+    assert cli([*base, "--tokenizer", "runs/tokenizer", "--lam", "runs/lam", "--run-dir", "runs/dyn-src",
+                "--set", "max_steps=1"]) == 0
+    bundle, _, _ = export_bundle("runs/dyn-src", root / "bundle", onnx=False)
+    source = load_file(str(Path(bundle) / "weights.safetensors"))
+    assert cli([*base, "--tokenizer", str(bundle), "--lam", str(bundle), "--run-dir", "runs/dyn-bundle",
+                "--set", "max_steps=1"]) == 0
+    trained = load_file(str(root / "runs/dyn-bundle/checkpoints/step_00000001/model.safetensors"))
+    for part in ("tokenizer.", "lam."):
+        keys = [k for k in source if k.startswith(part)]
+        assert keys and all(torch.equal(trained[k], source[k]) for k in keys), part
+    assert cli([*base, "--tokenizer", str(bundle), "--lam", "runs/lam", "--run-dir", "runs/refused",
+                "--set", "model.tokenizer.channels=[8,16,16]"]) == 2
+    assert "another tokenizer config" in capsys.readouterr().err
+    with open(Path(bundle) / "weights.safetensors", "r+b") as f:  # one byte changed: the hash no longer matches
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    assert cli([*base, "--tokenizer", str(bundle), "--lam", "runs/lam", "--run-dir", "runs/refused"]) == 2
+    err = capsys.readouterr().err
+    assert "weights.safetensors" in err and "Traceback" not in err
+    assert not (root / "runs/refused").exists()
+
+
 def test_ground_truth_actions_train_without_a_lam_and_log_delta_psnr(runs, monkeypatch):
     root, client, _ = runs
     monkeypatch.chdir(root)
