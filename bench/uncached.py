@@ -22,9 +22,9 @@ def generate_next_uncached(dynamics, tokens_BTN: torch.Tensor, actions_BTm1: tor
     keep = min(T, cfg.context - 1)  # past frames that fit in the window next to the new one
     past_BTN, acts_BT = tokens_BTN[:, T - keep:], torch.cat([actions_BTm1, action_B[:, None]], 1)[:, T - keep:]
 
-    def full_forward(tokens_BN, conditional):
+    def full_forward(tokens_BN, conditions):  # guidance 1: conditions == (True,)
         seq_BTN = torch.cat([past_BTN, torch.from_numpy(tokens_BN)[:, None]], dim=1)
-        return dynamics(seq_BTN, acts_BT)[:, -1].float().numpy()
+        return [dynamics(seq_BTN, acts_BT)[:, -1].float().numpy()]
 
     return torch.from_numpy(sample_frame(
         full_forward, B, N, dynamics.mask_id, steps=steps, rng=rng, guidance=1.0,

@@ -32,18 +32,20 @@ def sample_frame(logits_fn, batch: int, num_tokens: int, mask_id: int, *, steps:
                  order: str, guidance: float, rng: np.random.Generator) -> np.ndarray:
     """One frame by MaskGIT: start all-[MASK], then `steps` passes of `reveal` -> tokens (B, N) int64.
 
-    `logits_fn(tokens_BN, conditional)` -> logits (B, N, V) of the dynamics model for the frame with
-    these (partly masked) tokens, with its action (conditional=True) or with none. Guidance w != 1 is
-    classifier-free guidance: each pass samples from uncond + w * (cond - uncond), at the price of a
-    second pass (the model must have been trained with action dropout)."""
+    `logits_fn(tokens_BN, conditions)` -> one logits array (B, N, V) of the dynamics model per entry of
+    `conditions`, for the frame with these (partly masked) tokens: True with its action, False with none.
+    Guidance w != 1 is classifier-free guidance: each pass samples from uncond + w * (cond - uncond), at
+    the price of a second pass (the model must have been trained with action dropout); both are asked
+    for in one call, so a backend can run them side by side (`WorldModel` on two cores does)."""
     tokens_BN = np.full((batch, num_tokens), mask_id, np.int64)
     masked_BN = np.ones((batch, num_tokens), bool)
     n_masked = num_tokens
     for left in cosine_schedule(steps, num_tokens):
-        logits_BNV = logits_fn(tokens_BN, True)
         if guidance != 1.0:
-            uncond_BNV = logits_fn(tokens_BN, False)
+            logits_BNV, uncond_BNV = logits_fn(tokens_BN, (True, False))
             logits_BNV = uncond_BNV + guidance * (logits_BNV - uncond_BNV)
+        else:
+            (logits_BNV,) = logits_fn(tokens_BN, (True,))
         tokens_BN, masked_BN = reveal(logits_BNV, tokens_BN, masked_BN, n_masked - left, temperature, order, rng)
         n_masked = left
         if left == 0:

@@ -8,12 +8,20 @@ Caches are host numpy arrays; onnxruntime reads them in place on CPU.
 `precision` is the bundle's (manifest "precision", quantize.py): the graphs are loaded as they are, an
 int8 bundle's quantized dynamics graph included; int8 graphs are for the CPU provider, and asking for
 CUDA with one is warned about.
+
+Threads on the CPU provider: a pass over one frame is too small for onnxruntime to share between
+threads (batch 1, `cpu` preset: 2 intra-op threads imagine 1.4x slower than 1, bench/RESULTS.md), so
+with 2 or more threads the backend runs two *lanes* instead: independent runs side by side (the
+guided and unguided pass of a MaskGIT step, `run_all`) and the two halves of a batch, each on its own
+core (onnxruntime releases the GIL while it runs). Every graph takes its batch on axis 0 of its inputs
+and of its output, and on axis 2 of the caches (graphs.py), so the halves are plain slices.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +57,14 @@ class OnnxBackend:
 
         from genie_robot.device import onnx_providers
 
+        from genie_robot.device import cpu_threads
+
         asked = onnx_providers(providers)
         self.precision = bundle.precision(bundle.read_manifest(bundle_dir), bundle_dir)
-        opts = session_options(threads)
+        n = cpu_threads(threads)
+        self.lanes = 2 if (n >= 2 and asked[0] == "CPUExecutionProvider") else 1
+        opts = session_options(n // self.lanes)
+        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="onnx-lane") if self.lanes > 1 else None
         self.sessions = {}
         for graph in INPUTS:
             path = Path(bundle_dir) / f"{graph}.onnx"
@@ -81,15 +94,41 @@ class OnnxBackend:
         return shapes
 
     def run(self, graph: str, *inputs):
+        """One run of `graph` -> (output, new_kv); with two lanes a batch of 2 or more runs as two halves."""
+        return self.run_all(graph, [inputs])[0]
+
+    def run_all(self, graph: str, calls: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Independent runs of `graph` (each a tuple of its inputs) -> their (output, new_kv), in order;
+        with two lanes they run side by side, and a lone call's batch is split in two."""
+        session = self.sessions[graph]
+        if self._pool is None:
+            return [tuple(session.run(None, self._feed(graph, inputs))) for inputs in calls]
+        pieces = []  # (call, feed): a lone call of batch >= 2 in two halves, else each call whole
+        for c, inputs in enumerate(calls):
+            B = len(inputs[0])
+            cuts = [0, (B + 1) // 2, B] if (len(calls) == 1 and B >= 2) else [0, B]
+            pieces += [(c, self._feed(graph, inputs, a, b)) for a, b in zip(cuts, cuts[1:])]
+        done = [self._pool.submit(session.run, None, feed) for _, feed in pieces]
+        parts: list[list] = [[] for _ in calls]
+        for (c, _), future in zip(pieces, done):
+            parts[c].append(future.result())
+        return [tuple(p[0]) if len(p) == 1 else (np.concatenate([o for o, _ in p], 0),
+                                                 np.concatenate([n for _, n in p], 2)) for p in parts]
+
+    @staticmethod
+    def _feed(graph: str, inputs: tuple, a: int = 0, b: int | None = None) -> dict:
+        """Graph inputs by name for batch rows a:b; the cache as per-layer views of the host array (no
+        copy: a row range of (B, ...) is contiguous)."""
         feed = {}
         for name, x in zip(INPUTS[graph], inputs):
-            if name == "kv":  # per-layer views of the host cache: no copy (see torch_backend.py)
+            if name == "kv":
                 for l in range(x.shape[0]):
-                    feed[f"k{l}"], feed[f"v{l}"] = x[l, 0], x[l, 1]
-            else:
+                    feed[f"k{l}"], feed[f"v{l}"] = x[l, 0, a:b], x[l, 1, a:b]
+            elif name == "pos":
                 feed[name] = np.ascontiguousarray(x)
-        out, new = self.sessions[graph].run(None, feed)
-        return out, new
+            else:
+                feed[name] = np.ascontiguousarray(x[a:b])
+        return feed
 
     @staticmethod
     def zeros(shape: tuple[int, ...]) -> np.ndarray:

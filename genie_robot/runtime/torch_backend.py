@@ -194,6 +194,10 @@ class TorchBackend:
         out, new = self.modules[graph](*args)
         return out.cpu().numpy(), new
 
+    def run_all(self, graph: str, calls: list[tuple]) -> list[tuple]:
+        """Independent runs of `graph`, one after another (torch shares its threads within each op)."""
+        return [self.run(graph, *inputs) for inputs in calls]
+
     def zeros(self, shape: tuple[int, ...]) -> Tensor:
         return torch.zeros(shape, dtype=torch.float32, device=self.device)
 

@@ -263,8 +263,9 @@ class WorldModel:
         pos = _pos(state.pos)
         none_B = self._no_action(B)
 
-        def logits_fn(tokens_BN, conditional):
-            return be.run("dynamics_step", tokens_BN, actions_B if conditional else none_B, state.dyn_kv, pos)[0]
+        def logits_fn(tokens_BN, conditions):  # guided: (True, False), side by side on a two-lane backend
+            calls = [(tokens_BN, actions_B if c else none_B, state.dyn_kv, pos) for c in conditions]
+            return [out for out, _ in be.run_all("dynamics_step", calls)]
 
         tokens_BN = sample_frame(logits_fn, B, N, self.mask_id, steps=self.steps, temperature=self.temperature,
                                  order=self.order, guidance=self.guidance, rng=state.rng)

@@ -40,9 +40,9 @@ def generate(dyn, tokens_BTN, actions_BTm1, action_B, *, steps, temperature, ord
         action = actions_BTm1[:, t - 1] if t else dyn.no_action(action_B)
         dyn.transformer.write(kv, dyn.step(tokens_BTN[:, t], action, kv, t)[1], t)
 
-    def logits_fn(tokens_BN, conditional):
-        a = action_B if conditional else dyn.no_action(action_B)
-        return dyn.step(torch.from_numpy(tokens_BN), a, kv, T)[0].float().numpy()
+    def logits_fn(tokens_BN, conditions):
+        return [dyn.step(torch.from_numpy(tokens_BN), action_B if c else dyn.no_action(action_B), kv, T)[0].float().numpy()
+                for c in conditions]
 
     return torch.from_numpy(sample_frame(logits_fn, B, N, dyn.mask_id, steps=steps, temperature=temperature,
                                          order=order, guidance=guidance, rng=np.random.default_rng(seed)))

@@ -43,10 +43,10 @@ def test_cached_and_uncached_sampling_agree(cfg, dyn, sample_next, order):
     cached = sample_next(dyn, tokens, actions, action, steps=4, temperature=1.0, order=order, seed=7)
     acts = torch.cat([actions, action[:, None]], 1)
 
-    def full_forward(tokens_BN, conditional):
+    def full_forward(tokens_BN, conditions):  # guidance 1: conditions == (True,)
         seq = torch.cat([tokens, torch.from_numpy(tokens_BN)[:, None]], 1)
         with torch.no_grad():
-            return dyn(seq, acts)[:, -1].float().numpy()
+            return [dyn(seq, acts)[:, -1].float().numpy()]
 
     uncached = sample_frame(full_forward, 2, cfg.dynamics.num_tokens, dyn.mask_id, steps=4, temperature=1.0,
                             order=order, guidance=1.0, rng=np.random.default_rng(7))

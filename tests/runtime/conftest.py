@@ -78,8 +78,8 @@ def greedy_reference_tokens(genie, prompt_THW3: np.ndarray, actions: list[int], 
     for a in actions:
         acts = torch.cat([acts, torch.tensor([[a]])], 1)
 
-        def full_forward(tokens_BN, conditional, seq=seq, acts=acts):
-            return genie.dynamics(torch.cat([seq, torch.from_numpy(tokens_BN)[:, None]], 1), acts)[:, -1].numpy()
+        def full_forward(tokens_BN, conditions, seq=seq, acts=acts):  # guidance 1: conditions == (True,)
+            return [genie.dynamics(torch.cat([seq, torch.from_numpy(tokens_BN)[:, None]], 1), acts)[:, -1].numpy()]
 
         new = sample_frame(full_forward, 1, seq.shape[2], genie.dynamics.mask_id, steps=steps, temperature=0.0,
                            order="confidence", guidance=1.0, rng=np.random.default_rng(0))

@@ -237,3 +237,14 @@ def test_mixed_kinds_run_on_both_backends(tmp_path, prompt, kinds):
     actions = np.array([[0, 3, 1, 2, 3, 0, 1, 2, 3, 1]]) % genie.cfg.dynamics.num_actions
     a, b = onnx_wm.rollout(prompt, actions, seed=2), torch_wm.rollout(prompt, actions, seed=2)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_two_lanes_encode_infer_and_imagine_like_one_thread(conv_export, conv_onnx_wm, prompt):
+    """The conv graphs' small caches split along the batch like the transformers' (onnx_backend.py)."""
+    two = WorldModel.load(conv_export[0], backend="onnx", threads=2, guidance=2.0)
+    one = WorldModel.load(conv_export[0], backend="onnx", threads=1, guidance=2.0)
+    video = _video(B=3)
+    np.testing.assert_array_equal(one.infer_actions(video), two.infer_actions(video))
+    np.testing.assert_array_equal(one.encode(video), two.encode(video))
+    actions = np.random.default_rng(1).integers(0, one.num_actions, (5, 3))
+    np.testing.assert_array_equal(one.rollout(prompt, actions, seed=1), two.rollout(prompt, actions, seed=1))

@@ -172,3 +172,18 @@ def test_a_batch_of_one_takes_a_bare_action(onnx_wm, prompt):
     np.testing.assert_array_equal(onnx_wm.step(a, 2), onnx_wm.step(b, np.array([2])))
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         onnx_wm.step(onnx_wm.reset(prompt).repeat(3), 2)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_two_lanes_imagine_exactly_what_one_thread_does(tiny_export, prompt, guidance):
+    """threads=2: the guided and unguided passes, and the halves of a batch, run side by side
+    (onnx_backend.py) -> the same actions, tokens and frames as one thread, for an odd batch too."""
+    one, two = (WorldModel.load(tiny_export[0], backend="onnx", threads=n, guidance=guidance) for n in (1, 2))
+    assert (one.backend.lanes, two.backend.lanes) == (1, 2)
+    video = np.random.default_rng(4).integers(0, 256, (3, 11, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(one.infer_actions(video), two.infer_actions(video))
+    actions = np.random.default_rng(0).integers(0, one.num_actions, (3, 4))
+    np.testing.assert_array_equal(one.rollout(prompt, actions, seed=2), two.rollout(prompt, actions, seed=2))
+    a, b = one.reset(prompt, seed=3), two.reset(prompt, seed=3)
+    np.testing.assert_array_equal(one.step(a, 1), two.step(b, 1))  # batch 1: nothing to halve
+    np.testing.assert_array_equal(a.dyn_kv, b.dyn_kv)
