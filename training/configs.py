@@ -39,6 +39,10 @@ class TrainConfig:
     tokenizer_weights: str = "ema"  # stage 2: "ema" (the tokenizer's EMA weights when saved) or "raw"
     lam: str | None = None  # stage 2: a `train lam` checkpoint or run dir, frozen; None: LAM trains jointly
     lam_weights: str = "ema"  # stage 2 with `lam`: "ema" or "raw"
+    # warm start: the trained model of this stage from a bundle ("default": the shipped model) or a run/checkpoint
+    # of the same stage and model config (EMA weights where kept); optimizer and schedule start fresh. Fine-tuning
+    # the shipped dynamics on your own robot's video: --init default --tokenizer default --lam default
+    init: str | None = None
 
     # data
     stores: list[str] = field(default_factory=list)  # Zarr episode stores (paths or fsspec URLs)

@@ -382,6 +382,24 @@ def _load_frozen(path_spec: str, stage_name: str, ema: bool, ours: dict, what: s
     return path, weights
 
 
+def _warm_start(stage: Stage, init: str) -> None:
+    """Load the trained part of `stage` (the tokenizer, the LAM, or stage 2's dynamics model; stage 2's
+    frozen parts come from --tokenizer/--lam) from `init`, a bundle or a run of the same stage."""
+    what = stage.name
+    ours = stage.model_config[what]
+    if what == "dynamics":  # the Genie of stage 2 trains only its dynamics model
+        _, weights = _load_frozen(init, what, True, ours, what)
+        weights = {k.removeprefix("dynamics."): v for k, v in weights.items() if not k.startswith(("tokenizer.", "lam."))}
+        target = stage.model.dynamics
+    else:
+        _, weights = _load_frozen(init, what, True, ours, what)
+        target = stage.model
+    try:
+        target.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ConfigError(f"--init {init} does not fit this version of the {what} model ({exc})") from None
+
+
 def build_stage(cfg: TrainConfig) -> Stage:
     """The real models for `cfg.stage`, with the checks that must fail before any training starts."""
     from training import previews
@@ -642,6 +660,8 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
     if train_set is None:
         train_set, val_set = build_datasets(cfg, stage)
 
+    if cfg.init and resume_path is None:  # a resumed run already holds its weights
+        _warm_start(stage, cfg.init)
     model = stage.model.to(device)
     stage.train_mode()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -908,6 +928,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     flags.add_mlflow(p, experiment=False)
     flags.add_device(p)
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--init", default=None, metavar="BUNDLE|RUN",
+                   help="warm start: this stage's model from a bundle ('default': the shipped model) or a run or "
+                        "checkpoint of this stage with the same model config; optimizer and schedule start fresh")
     p.add_argument("--allow-changes", action="store_true",
                    help="with --resume: accept config changes that alter the run (lr, max_steps, seed, "
                         "stores, ...); they are logged to MLflow as resume.* params")
@@ -931,6 +954,8 @@ def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
         fields["tokenizer"] = args.tokenizer
     if getattr(args, "lam", None):
         fields["lam"] = args.lam
+    if args.init:
+        fields["init"] = args.init
     if args.store:
         specs = [_split_store(s) for s in args.store]
         fields["stores"] = [p for p, _ in specs]

@@ -158,6 +158,19 @@ def test_stage_2_reuses_a_bundles_tokenizer_and_lam_checked_by_hash(runs, monkey
     assert cli([*base, "--tokenizer", str(bundle), "--lam", "runs/lam", "--run-dir", "runs/refused",
                 "--set", "model.tokenizer.channels=[8,16,16]"]) == 2
     assert "another tokenizer config" in capsys.readouterr().err
+    # --init: a warm start of the dynamics model from the bundle (lr 0: the weights stay the bundle's)
+    assert cli([*base, "--tokenizer", str(bundle), "--lam", str(bundle), "--init", str(bundle), "--run-dir",
+                "runs/dyn-init", "--set", "max_steps=1", "--set", "lr=0", "--set", "min_lr=0"]) == 0
+    warm = load_file(str(root / "runs/dyn-init/checkpoints/step_00000001/model.safetensors"))
+    keys = [k for k in source if k.startswith("dynamics.")]
+    assert keys and all(torch.equal(warm[k], source[k]) for k in keys)
+    assert cli([*base, "--tokenizer", str(bundle), "--lam", str(bundle), "--run-dir", "runs/dyn-fresh",
+                "--set", "max_steps=1", "--set", "lr=0", "--set", "min_lr=0"]) == 0  # the control: no --init
+    fresh = load_file(str(root / "runs/dyn-fresh/checkpoints/step_00000001/model.safetensors"))
+    assert not all(torch.equal(fresh[k], source[k]) for k in keys)
+    assert cli([*base, "--tokenizer", str(bundle), "--lam", str(bundle), "--init", "runs/lam", "--run-dir",
+                "runs/refused"]) == 2
+    assert "not a dynamics one" in capsys.readouterr().err
     with open(Path(bundle) / "weights.safetensors", "r+b") as f:  # one byte changed: the hash no longer matches
         f.seek(-1, 2)
         last = f.read(1)
