@@ -11,7 +11,7 @@ process, blocks of about --block seconds alternating for --rounds rounds (median
   2 lanes                WorldModel.load(threads=2)
 
 Frames/s of `WorldModel.step` after a 15-frame prompt (full context), at the bundle's guidance (the
-shipped model: 2) and at guidance 1, at 25 and 8 MaskGIT steps, batch 1 and --batch. The lanes give
+shipped model: 2) and at guidance 1, at 25 and 8 MaskGIT steps, batch 1 and 16. The lanes give
 the same frames as one thread, bit for bit (tests/runtime/test_world_model.py).
 
     python bench/bench_lanes.py                       # the shipped model, fp32 and int8 graphs
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32,int8", help="graphs to measure: fp32, int8 or both")
     ap.add_argument("--steps", default="25,8")
     ap.add_argument("--guidance", default=None, help="comma list (default: the model's, then 1)")
-    ap.add_argument("--batch", type=int, default=16, help="the batch of the planner rows (besides batch 1)")
+    ap.add_argument("--batches", default="1,16", help="batch sizes (16: a planner's rollouts)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--block", type=float, default=3.0, help="seconds per timed block")
     args = ap.parse_args()
@@ -89,7 +89,7 @@ def main() -> None:
         for p, d in graphs.items():
             for steps in map(int, args.steps.split(",")):
                 for guidance in guidances:
-                    for batch in (1, args.batch):
+                    for batch in map(int, args.batches.split(",")):
                         def load(threads):
                             return WorldModel.load(d, backend="onnx", providers="cpu", threads=threads, steps=steps,
                                                    guidance=guidance)
