@@ -474,16 +474,28 @@ def build_stage(cfg: TrainConfig) -> Stage:
     elif model_cfg.lam.kind == "conv":
         raise ConfigError("the conv LAM is trained on its own: run `genie-robot train lam` first and pass "
                           "--lam runs/lam (co-training in stage 2 is the paper's ST-Transformer LAM only)")
+    batch_keys = ("transition_actions",) if ground_truth else ()
+    loss = lambda m, frames, **kw: m.dynamics_loss(frames, **kw)  # noqa: E731
+    if model_cfg.tokenizer.kind == "conv":  # frames are tokenized alone: each one once per run (token_cache.py)
+        from training.token_cache import TokenCache
+
+        cache = TokenCache(model_cfg.tokenizer.num_tokens, model_cfg.tokenizer.num_codes, cfg.frame_stride)
+        batch_keys += ("store", "frame")
+
+        def loss(m, frames, store, frame, **kw):
+            tokens_BTN = cache.tokens(m.tokenizer.encode, frames, store, frame)
+            total, metrics = m.dynamics_loss(frames, tokens_BTN=tokens_BTN, **kw)
+            return total, {**metrics, "token_cache_hit_rate": cache.hit_rate()}
     return Stage(
         name="dynamics",
         model=genie,
-        loss=lambda m, frames, **kw: m.dynamics_loss(frames, **kw),
+        loss=loss,
         model_config=cfg_dict,
         window=cfg.window or model_cfg.dynamics.context,
         resolution=resolution,
         preview=None if ground_truth else previews.rollout_preview,
         frozen=frozen,
-        batch_keys=("transition_actions",) if ground_truth else (),
+        batch_keys=batch_keys,
         monitor=monitors.dynamics_monitor,
     )
 

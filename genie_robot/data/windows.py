@@ -66,7 +66,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Returns {"frames": uint8 (T, H, W, 3), "actions": float32 (T, A) when every store has actions of
     the same dimension, "episode": episode index in its store, "start": first frame's index within
-    that episode, "store": index into `stores`}. With stride s, actions are those of the returned
+    that episode, "frame": its index in the whole store, "store": index into `stores`}. With stride s, actions are those of the returned
     frames (every s-th), not summed over the skipped ones; "transition_actions" float32 (T-1, A) holds
     the sum of the s store actions between consecutive returned frames (what moved the robot from
     frame t to frame t+1), for the ground-truth-action control and for scoring latent actions.
@@ -198,6 +198,7 @@ class WindowDataset(torch.utils.data.Dataset):
             "frames": torch.from_numpy(store.read("rgb", first, stop, self.stride)),
             "episode": episode,
             "start": offset,
+            "frame": first,
             "store": k,
         }
         if self.has_actions:

@@ -52,14 +52,17 @@ class Genie(nn.Module):
         if hasattr(self.lam, "attach_tokenizer"):  # a LAM that reads the tokenizer's tokens (an ablation)
             self.lam.attach_tokenizer(self.tokenizer)
 
-    def dynamics_loss(self, frames_BTHW3: Tensor, transition_actions: Tensor | None = None
-                      ) -> tuple[Tensor, dict[str, float]]:
+    def dynamics_loss(self, frames_BTHW3: Tensor, transition_actions: Tensor | None = None,
+                      tokens_BTN: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """Stage 2: dynamics loss (+ the LAM's loss when the LAM trains too). The tokenizer is frozen.
 
         `transition_actions` (B, T-1, A) float: the store's actions summed over each transition, for
-        `dynamics.action_source = "ground_truth"`. Metrics are prefixed "lam/" and "dynamics/".
+        `dynamics.action_source = "ground_truth"`. `tokens_BTN`: the frames' tokens when already known
+        (the trainer's token cache), else the tokenizer encodes them. Metrics are prefixed "lam/" and
+        "dynamics/".
         """
-        tokens_BTN = self.tokenizer.encode(frames_BTHW3)  # no_grad inside
+        if tokens_BTN is None:
+            tokens_BTN = self.tokenizer.encode(frames_BTHW3)  # no_grad inside
         metrics: dict[str, float] = {}
         loss = tokens_BTN.new_zeros((), dtype=torch.float32)
         if self.cfg.dynamics.action_source == "ground_truth":

@@ -248,3 +248,24 @@ def test_model_overrides_link_the_conv_kinds():
     tokens = resolve_model_config(TrainConfig(preset="tiny", model={
         "tokenizer": conv["tokenizer"], "lam": {"input": "tokens"}}))
     assert tokens.lam.token_vocab == 16 and tokens.lam.patch == 4  # the token-input LAM follows the tokenizer
+
+
+def test_stage_2_token_cache_logs_its_hits_and_a_resume_repeats_the_losses(runs, monkeypatch):
+    """The conv tokenizer's tokens come from training/token_cache.py after a frame's first visit; a run
+    resumed with an empty cache logs the same losses as the run that filled it."""
+    root, client, _ = runs
+    monkeypatch.chdir(root)
+    args = ["train", "dynamics", "--store", "sq.zarr", "--preset", "tiny", *CONV, *SMALL, "--tokenizer",
+            "runs/tokenizer", "--lam", "runs/lam", "--set", "max_steps=6", "--set", "val_every=3",
+            "--set", "ckpt_every=3", "--set", "sample_every=6", "--set", "run_name=cached"]
+    assert cli([*args, "--run-dir", "runs/dyn-cache"]) == 0
+    assert cli([*args, "--run-dir", "runs/dyn-cache-resumed", "--resume", "runs/dyn-cache/checkpoints/step_00000003"]) == 0
+    run = next(r for r in client.search_runs([client.get_experiment_by_name("genie-robot").experiment_id])
+               if r.data.tags.get("mlflow.runName") == "cached")
+    hits = _metric(client, run.info.run_id, "train/token_cache_hit_rate")
+    assert hits and 0 < hits[-1] <= 1, hits  # 6 episodes x 20 frames: windows of 16 soon meet known frames
+    for key in ("train/loss", "train/dynamics/loss"):
+        hist: dict[int, list[float]] = {}
+        for m in client.get_metric_history(run.info.run_id, key):
+            hist.setdefault(m.step, []).append(m.value)
+        assert all(len(hist[s]) == 2 and hist[s][0] == hist[s][1] for s in (4, 5, 6)), (key, hist)
