@@ -16,6 +16,7 @@ the same frames as one thread, bit for bit (tests/runtime/test_world_model.py).
 
     python bench/bench_lanes.py                       # the shipped model, fp32 and int8 graphs
     python bench/bench_lanes.py --precision int8 --steps 25
+    python bench/bench_lanes.py --model compare --steps 25 --batches 1 --block 6
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def intra_op_baseline(wm, bundle_dir: Path, threads: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="default", help="an fp32 bundle, or 'default' (the shipped model)")
+    ap.add_argument("--model", default="default", help="an fp32 bundle, 'default' (the shipped model), or 'compare' "
+                                                        "(the peers' comparison config, random weights)")
     ap.add_argument("--precision", default="fp32,int8", help="graphs to measure: fp32, int8 or both")
     ap.add_argument("--steps", default="25,8")
     ap.add_argument("--guidance", default=None, help="comma list (default: the model's, then 1)")
@@ -67,7 +69,14 @@ def main() -> None:
     from genie_robot.runtime.export import export_from_bundle
     from genie_robot.runtime.world_model import WorldModel
 
-    src = default_model.resolve(args.model)
+    tmp_root = tempfile.TemporaryDirectory()
+    if args.model == "compare":  # width 256, 8 layers, 16x16 tokens, vocabulary 1024 (bench_runtime.py)
+        from bench_runtime import compare_config, make_bundle
+
+        src = Path(tmp_root.name) / "compare"
+        make_bundle(compare_config(), src)
+    else:
+        src = default_model.resolve(args.model)
     cfg = bundle.read_config(src)
     guidances = [float(g) for g in args.guidance.split(",")] if args.guidance else sorted({cfg.dynamics.guidance, 1.0},
                                                                                          reverse=True)
@@ -81,10 +90,10 @@ def main() -> None:
     print("| graphs | MaskGIT steps | guidance | batch | 1 thread | 2 intra-op threads | 2 lanes "
           "| lanes / 2 intra-op | lanes / 1 thread |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tmp_root as tmp:
         graphs = {}
         for p in args.precision.split(","):
-            graphs[p] = (default_model.onnx_bundle(src) if p == "fp32" else
+            graphs[p] = ((src if args.model == "compare" else default_model.onnx_bundle(src)) if p == "fp32" else
                          export_from_bundle(src, Path(tmp) / p, precision=p)[0])
         for p, d in graphs.items():
             for steps in map(int, args.steps.split(",")):

@@ -8,7 +8,8 @@ the shipped trained model with --configs default):
   torch   WorldModel, torch backend (the cached single-frame graphs, eager)
   onnx    WorldModel, onnxruntime backend (the exported graphs)
 at MaskGIT 25 and 8 steps, batch 1 and 64, for the `cpu` preset and the common comparison config
-(width 256, 8 layers, 8 heads, 16x16 tokens, vocabulary 1024, 1 new frame from 15 context frames).
+(width 256, 8 layers, 8 heads, 16x16 tokens, vocabulary 1000 -- the conv tokenizer's FSQ; the peers use
+1024 --, 1 new frame from 15 context frames).
 Achieved FLOP/s = model_cost's FLOPs of one generated frame (dynamics passes + one decoder step) x
 frames/s; the naive method executes ~window x more, so its fraction is "useful" work only.
 
@@ -34,7 +35,8 @@ def compare_config():
     from genie_robot.models.configs import GenieConfig, TransformerConfig, DynamicsConfig, preset
 
     c = preset("cpu")
-    tok = dataclasses.replace(c.tokenizer, patch=4)  # 64x64 / 4 = 16x16 tokens, 1024 codes
+    # 64x64 / 4 = 16x16 tokens: the conv tokenizer downsamples by 2 per width after the first
+    tok = dataclasses.replace(c.tokenizer, patch=4, channels=c.tokenizer.channels[:3])
     dyn = DynamicsConfig(context=16, transformer=TransformerConfig(256, 8, 8, 1024))
     return GenieConfig(tok, c.lam, dyn, name="compare")
 

@@ -9,12 +9,15 @@ Caches are host numpy arrays; onnxruntime reads them in place on CPU.
 int8 bundle's quantized dynamics graph included; int8 graphs are for the CPU provider, and asking for
 CUDA with one is warned about.
 
-Threads on the CPU provider: a pass over one frame is too small for onnxruntime to share between
-threads (batch 1, `cpu` preset: 2 intra-op threads imagine 1.4x slower than 1, bench/RESULTS.md), so
-with 2 or more threads the backend runs two *lanes* instead: independent runs side by side (the
-guided and unguided pass of a MaskGIT step, `run_all`) and the two halves of a batch, each on its own
-core (onnxruntime releases the GIL while it runs). Every graph takes its batch on axis 0 of its inputs
-and of its output, and on axis 2 of the caches (graphs.py), so the halves are plain slices.
+Threads on the CPU provider: a `cpu`-preset pass over one frame is too small for onnxruntime to
+share between threads (batch 1, guidance 2: 2 intra-op threads imagined 1.4x slower than 1,
+bench/RESULTS.md), so with 2 or more threads the backend also runs two *lanes*: independent runs side
+by side on single-threaded sessions, one per core (onnxruntime releases the GIL while it runs): the
+guided and unguided pass of a MaskGIT step (`run_all`), and the two halves of a batch. A lone run of
+batch 1 has nothing to share and runs on the sessions with all the threads, which pays for larger
+models (the peers' comparison config: 0.62 against 0.49 frames/s on one thread). Every graph takes
+its batch on axis 0 of its inputs and of its output, and on axis 2 of the caches (graphs.py), so the
+halves are plain slices.
 """
 
 from __future__ import annotations
@@ -63,12 +66,13 @@ class OnnxBackend:
         self.precision = bundle.precision(bundle.read_manifest(bundle_dir), bundle_dir)
         n = cpu_threads(threads)
         self.lanes = 2 if (n >= 2 and asked[0] == "CPUExecutionProvider") else 1
-        opts = session_options(n // self.lanes)
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="onnx-lane") if self.lanes > 1 else None
-        self.sessions = {}
-        for graph in INPUTS:
-            path = Path(bundle_dir) / f"{graph}.onnx"
-            self.sessions[graph] = ort.InferenceSession(str(path), sess_options=opts, providers=asked)
+        paths = {graph: str(Path(bundle_dir) / f"{graph}.onnx") for graph in INPUTS}
+        opts = session_options(n)
+        self.sessions = {g: ort.InferenceSession(p, sess_options=opts, providers=asked) for g, p in paths.items()}
+        one = session_options(1)  # the lanes' sessions: one thread each
+        self._lane_sessions = ({g: ort.InferenceSession(p, sess_options=one, providers=asked) for g, p in paths.items()}
+                               if self.lanes > 1 else {})
         active = self.sessions["dynamics_step"].get_providers()
         self.provider = active[0]
         if "CUDAExecutionProvider" in asked and self.provider != "CUDAExecutionProvider":
@@ -101,8 +105,9 @@ class OnnxBackend:
         """Independent runs of `graph` (each a tuple of its inputs) -> their (output, new_kv), in order;
         with two lanes they run side by side, and a lone call's batch is split in two."""
         session = self.sessions[graph]
-        if self._pool is None:
+        if self._pool is None or (len(calls) == 1 and len(calls[0][0]) == 1):  # nothing to run side by side
             return [tuple(session.run(None, self._feed(graph, inputs))) for inputs in calls]
+        session = self._lane_sessions[graph]
         pieces = []  # (call, feed): a lone call of batch >= 2 in two halves, else each call whole
         for c, inputs in enumerate(calls):
             B = len(inputs[0])
