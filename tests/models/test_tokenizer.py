@@ -71,4 +71,6 @@ def test_overfits_a_tiny_batch(cfg, make_video):
         loss.backward()
         opt.step()
     assert loss.item() < first / 10, (first, metrics)
-    assert metrics["psnr"] > 18 and metrics["vq/perplexity"] > 4
+    # codes in use: a collapsed codebook sits at 1-2; 3.9-5 measured (float paths differ between CPUs:
+    # 3.94 on an Intel Xeon with AMX where an AMD EPYC gave > 4)
+    assert metrics["psnr"] > 18 and metrics["vq/perplexity"] > 3
