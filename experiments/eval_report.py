@@ -33,6 +33,9 @@ MIN_SIZE = 96  # pictures enlarge small frames (nearest) to at least this many p
 # ----------------------------------------------------------------------------------------- pictures
 
 
+GRID_COLUMNS = 16  # latent actions per row of latent_actions.png
+
+
 def _scale(hw) -> int:
     return max(1, -(-MIN_SIZE // min(hw)))
 
@@ -86,7 +89,8 @@ def _plot_usage(usage: np.ndarray, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar(np.arange(len(usage)), usage, color="C0")
     ax.axhline(1 / len(usage), color="grey", ls="--", lw=0.8, label="uniform")
-    ax.set(xlabel="latent action", ylabel="fraction of transitions", title=title, xticks=np.arange(len(usage)))
+    ax.set(xlabel="latent action", ylabel="fraction of transitions", title=title,
+           xticks=np.arange(0, len(usage), 1 if len(usage) <= 16 else 8))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -123,10 +127,17 @@ def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
 
     if ev.latent_grid is not None:  # (n, A, depth+1, H, W, 3)
         grid, depth, A = ev.latent_grid, ev.depth, r["num_actions"]
-        first_row = [np.concatenate([grid[i, :1, 0], grid[i, :, depth]]) for i in range(n)]
-        row_labels = [f"start {i}" for i in range(n)]
-        image = frame_grid(first_row, labels=row_labels, scale=s)
-        image = _column_header(image, row_labels, ["start"] + [f"a={a}" for a in range(A)], W * s)
+        per_row = min(A, GRID_COLUMNS)  # more actions than that wrap onto further rows of the same start
+        first_rows, row_labels = [], []
+        for i in range(n):
+            for a0 in range(0, A, per_row):
+                ends = grid[i, a0:a0 + per_row, depth]
+                pad = np.zeros((per_row - len(ends), *ends.shape[1:]), ends.dtype)
+                first_rows.append(np.concatenate([grid[i, :1, 0], ends, pad]))
+                row_labels.append(f"start {i}" if A <= per_row else f"start {i}, a={a0}+")
+        image = frame_grid(first_rows, labels=row_labels, scale=s)
+        columns = [f"a={a}" for a in range(A)] if A <= per_row else [f"+{c}" for c in range(per_row)]
+        image = _column_header(image, row_labels, ["start"] + columns, W * s)
         save_image(image, out / "latent_actions.png")
         steps_rows = [grid[i, a] for i in range(n) for a in range(A)]
         save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in range(A)], scale=s),
@@ -190,7 +201,8 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
                                   "random latent actions, all from the same first frame."), "", "![rollouts](rollouts.gif)", "",
               "![rollouts](rollouts.png)", "",
               "## Latent actions", "",
-              f"Start frame, then the frame after {depth} steps of each latent action (columns 0..{r['num_actions'] - 1}).",
+              f"Start frame, then the frame after {depth} steps of each latent action (columns 0..{r['num_actions'] - 1}"
+              + (f", {GRID_COLUMNS} a row)." if r["num_actions"] > GRID_COLUMNS else ")."),
               "", "![latent actions](latent_actions.png)", "", "Every step: [latent_action_steps.png](latent_action_steps.png)",
               "", "![code usage](code_usage.png)", ""]
     if nmi_table is not None:
