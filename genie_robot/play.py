@@ -1,8 +1,9 @@
 """`genie-robot play`: drive the world model by hand in an OpenCV window.
 
 The window shows the imagined camera, upscaled. Keys: 1-8 pick the latent action (one new frame
-per key press), r resets to the prompt, s saves the session since the last reset as a GIF, q or Esc
-quits. The prompt comes from a store episode (--store PATH --episode i), an image file (--image),
+per key press); a model with more than 8 latent actions has them in banks of 8, and [ and ] switch
+the bank (keys 1-8 of bank 2 are actions 17-24); r resets to the prompt, s saves the session since the
+last reset as a GIF, q or Esc quits. The prompt comes from a store episode (--store PATH --episode i), an image file (--image),
 or, by default, the MuJoCo simulator (genie_robot.data.sim.simulate.generate_episode).
 
     genie-robot play --model bundles/cpu
@@ -24,6 +25,25 @@ from genie_robot.errors import SetupError
 
 WINDOW = "genie-robot play"
 HELP_LINE = "1-8 action  r reset  s save GIF  q quit"
+BANK_HELP_LINE = "1-8 action  [ ] bank  r reset  s save GIF  q quit"
+BANK = 8  # actions on the number keys at a time
+
+
+def key_action(key: int, bank: int, num_actions: int) -> tuple[int | None, int, str]:
+    """A key press -> (the latent action it picks or None, the bank after it, a caption for the window).
+    Keys 1-8 pick action bank * 8 + (key - 1); [ and ] step through the banks of a model with more than
+    8 actions."""
+    banks = -(-num_actions // BANK)
+    if key in (ord("["), ord("]")):
+        bank = (bank + (1 if key == ord("]") else -1)) % banks
+        last = min(num_actions, (bank + 1) * BANK)
+        return None, bank, f"bank {bank + 1} of {banks}: actions {bank * BANK + 1}-{last}"
+    if ord("1") <= key <= ord("8"):
+        action = bank * BANK + key - ord("1")
+        if action >= num_actions:
+            return None, bank, f"action {action + 1} unused: this model has {num_actions}"
+        return action, bank, f"action {action + 1}"
+    return None, bank, ""
 
 
 def load_prompt(args: argparse.Namespace, resolution: tuple[int, int]) -> np.ndarray:
@@ -53,14 +73,14 @@ def load_prompt(args: argparse.Namespace, resolution: tuple[int, int]) -> np.nda
     return generate_episode(args.seed, args.prompt_frames, resolution=resolution[0]).rgb
 
 
-def render(frame_HW3: np.ndarray, scale: int, caption: str) -> np.ndarray:
+def render(frame_HW3: np.ndarray, scale: int, caption: str, help_line: str = HELP_LINE) -> np.ndarray:
     """RGB frame -> upscaled BGR image with a caption bar, for cv2.imshow."""
     import cv2
 
     big = cv2.resize(frame_HW3[..., ::-1], None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     bar = np.zeros((36, big.shape[1], 3), np.uint8)
     cv2.putText(bar, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-    cv2.putText(bar, HELP_LINE, (4, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (160, 160, 160), 1, cv2.LINE_AA)
+    cv2.putText(bar, help_line, (4, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (160, 160, 160), 1, cv2.LINE_AA)
     return np.ascontiguousarray(np.concatenate([big, bar], 0))
 
 
@@ -84,21 +104,21 @@ def play(args: argparse.Namespace) -> int:
     state = wm.reset(prompt)
     session = [state.last_frames_BHW3[0]]
     cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
-    caption = "prompt"
+    caption, bank = "prompt", 0
+    help_line = BANK_HELP_LINE if wm.num_actions > BANK else HELP_LINE
     out = Path(args.out)
     while True:
-        cv2.imshow(WINDOW, render(session[-1], args.scale, f"frame {len(session) - 1}  {caption}"))
+        cv2.imshow(WINDOW, render(session[-1], args.scale, f"frame {len(session) - 1}  {caption}", help_line))
         key = cv2.waitKey(0) & 0xFF
         if key in (ord("q"), 27):
             break
-        if ord("1") <= key <= ord("8"):
-            action = key - ord("1")
-            if action >= wm.num_actions:
-                caption = f"action {action + 1} unused: this model has {wm.num_actions}"
-                continue
+        action, bank, said = key_action(key, bank, wm.num_actions)
+        if action is not None:
             t = time.perf_counter()
             session.append(wm.step(state, np.array([action]))[0])
-            caption = f"action {action + 1}  {1e3 * (time.perf_counter() - t):.0f} ms"
+            caption = f"{said}  {1e3 * (time.perf_counter() - t):.0f} ms"
+        elif said:
+            caption = said
         elif key == ord("r"):
             state = wm.reset(prompt)
             session = [state.last_frames_BHW3[0]]
