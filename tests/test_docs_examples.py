@@ -11,7 +11,8 @@ What keeps this to about a minute and a half (one ONNX export is half of it):
 - TINY: long jobs get tiny sizes by flag. The doc's own words all go through (flags that do not exist
   fail), only the values below are replaced or added: 16x16 frames, one training step, few episodes.
   Training keeps each config's preset and only shrinks its frames (`model.tokenizer.resolution`), so
-  a doc whose command does not fit its preset fails here as it would for the reader.
+  a doc whose command does not fit its preset fails here as it would for the reader; a run from the
+  shipped model keeps its 64x64 frames.
 - STAND_INS: `--model default` is the shipped 64x64 model, whose first use exports its ONNX graphs
   for a minute; here it is a torch-backend bundle of the README's own tiny training run
   (tests/runtime/test_default_model.py covers `default` itself).
@@ -53,8 +54,9 @@ DOCS = ["README.md", "docs/training.md", "docs/data_format.md", "docs/planning.m
 ELSEWHERE = {"docs/ros.md": "tests/ros/test_ros_doc_examples.py"}
 
 # Added to every `genie-robot train ...` (after the doc's own words, so these win).
-TRAIN_TINY = ["--set", "model.tokenizer.resolution=[16,16]", "--set", "max_steps=1", "--set", "batch_size=2",
-              "--set", "val_batches=1", "--set", "window=4"]
+TRAIN_TINY = ["--set", "max_steps=1", "--set", "batch_size=2", "--set", "val_batches=1", "--set", "window=4"]
+# ... and 16x16 frames, except where the run starts from the shipped 64x64 model (--tokenizer/--init default).
+TRAIN_FRAMES = ["--set", "model.tokenizer.resolution=[16,16]"]
 # (subcommand words) -> {flag: tiny value}: replaced where the doc gives the flag, added where not.
 TINY: dict[str, dict[str, str]] = {
     "simulate": {"--episodes": "4", "--frames": "12", "--resolution": "16", "--workers": "1"},
@@ -316,7 +318,9 @@ class DocRunner:
                 else:
                     argv += [flag, value]
         if argv[:2] == ["genie-robot", "train"]:
-            argv += TRAIN_TINY
+            from_shipped = any(argv[i] in ("--tokenizer", "--init") and argv[i + 1] == "default"
+                               for i in range(len(argv) - 1))
+            argv += TRAIN_TINY if from_shipped else TRAIN_FRAMES + TRAIN_TINY
         if "--model" in argv and argv[argv.index("--model") + 1] in STAND_INS:
             self.used.add("STAND_INS:default")
             argv[argv.index("--model") + 1] = str(self.stand_in())
@@ -385,7 +389,7 @@ def make_reader_inputs(work: Path) -> None:
         (work / "clips").mkdir()
         for name, fps in (("a.mp4", 25.0), ("b.mp4", 10.0)):
             writer = cv2.VideoWriter(str(work / "clips" / name), cv2.VideoWriter_fourcc(*"mp4v"), fps, (40, 32))
-            for _ in range(6):
+            for _ in range(12):  # 12 frames: a 4-frame training window at stride 3 fits
                 writer.write(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))
             writer.release()
     if not (work / "frames_dir").exists():

@@ -372,7 +372,10 @@ def _load_frozen(path_spec: str, stage_name: str, ema: bool, ours: dict, what: s
         weights = ck.ema if (ema and ck.ema is not None) else ck.weights
         hint = (f"that run's preset and model.{what}.* overrides (preset {ck.config['train']['preset']!r}, "
                 f"overrides {ck.config['train']['model'].get(what, {})})")
-    theirs, mine = flatten(_normalised(config)[what]), flatten(ours)
+    from genie_robot.models.configs import SAMPLING_FIELDS
+
+    theirs, mine = ({k: v for k, v in flatten(c).items() if what != "dynamics" or k not in SAMPLING_FIELDS}
+                    for c in (_normalised(config)[what], ours))  # sampling settings change no weight
     if theirs != mine:
         diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)}
         raise ConfigError(

@@ -171,6 +171,11 @@ class LatentActionConfig:
                              "(training/train.py links it when left at 0 in a run's model overrides)")
 
 
+# DynamicsConfig fields that only set how frames are sampled: they change no weight, a bundle sets them
+# at export (`genie-robot export --guidance ...`), and runs that differ in them share weights.
+SAMPLING_FIELDS = ("maskgit_steps", "temperature", "order", "guidance")
+
+
 @dataclass
 class DynamicsConfig:
     """MaskGIT dynamics over tokenizer tokens, conditioned on latent actions (additive embeddings)."""

@@ -178,14 +178,15 @@ def export_bundle(dynamics: str, out: str | Path, *, tokenizer: str | None = Non
     import torch
 
     from genie_robot.models import model_cost
+    from genie_robot.models.configs import SAMPLING_FIELDS
     from genie_robot.runtime import bundle, quantize
 
     _check_precision(precision, onnx)
     genie, sources, run_id = load_checkpoints(dynamics, tokenizer, ema=ema)
     sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
-    unknown = set(sampling) - {"maskgit_steps", "temperature", "order", "guidance"}
+    unknown = set(sampling) - set(SAMPLING_FIELDS)
     if unknown:
-        raise ExportError(f"unknown sampling setting(s) {sorted(unknown)}: use maskgit_steps, temperature, order, guidance")
+        raise ExportError(f"unknown sampling setting(s) {sorted(unknown)}: use {', '.join(SAMPLING_FIELDS)}")
     if sampling:
         try:
             genie.cfg.dynamics = dataclasses.replace(genie.cfg.dynamics, **sampling)

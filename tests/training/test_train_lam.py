@@ -147,7 +147,10 @@ def test_stage_2_reuses_a_bundles_tokenizer_and_lam_checked_by_hash(runs, monkey
             "--set", "val_every=1", "--set", "sample_every=1", "--set", "ckpt_every=1"]
     assert cli([*base, "--tokenizer", "runs/tokenizer", "--lam", "runs/lam", "--run-dir", "runs/dyn-src",
                 "--set", "max_steps=1"]) == 0
-    bundle, _, _ = export_bundle("runs/dyn-src", root / "bundle", onnx=False)
+    # sampled with guidance 2 and 8 steps, as the shipped model is: settings that change no weight, so
+    # runs with the preset's sampling take its parts and warm-start from it (docs/training.md's fine-tune)
+    bundle, _, _ = export_bundle("runs/dyn-src", root / "bundle", onnx=False,
+                                 sampling={"guidance": 2.0, "maskgit_steps": 8})
     source = load_file(str(Path(bundle) / "weights.safetensors"))
     assert cli([*base, "--tokenizer", str(bundle), "--lam", str(bundle), "--run-dir", "runs/dyn-bundle",
                 "--set", "max_steps=1"]) == 0
