@@ -6,9 +6,9 @@
 The numbers and frames come from the library (genie_robot/eval/evaluate.py: `evaluate_model`); this
 module writes them up. The report folder holds report.md (metric table, pictures), metrics.json, and
 the pictures: recon.png (tokenizer reconstructions), latent_actions.png (same start frames, one column
-per latent action, `--depth` steps of it), latent_action_steps.png (the same, every step),
-rollouts.gif and rollouts.png (real | inferred actions | random actions), delta_psnr.png (PSNR and
-ΔPSNR over t), code_usage.png. Everything is logged to MLflow (genie_robot/artifacts/tracking.py) as
+per latent action, `--depth` steps of it), latent_action_steps.png (the same, every step; at most 16
+actions, the most used), rollouts.gif and rollouts.png (real | inferred actions | random actions),
+delta_psnr.png (PSNR and ΔPSNR over t), code_usage.png. Everything is logged to MLflow (genie_robot/artifacts/tracking.py) as
 one run with the folder under the artifact path `report/`.
 
 Clips: one per episode of the split (the training run's `val_fraction`), the first `--frames` frames
@@ -34,6 +34,16 @@ MIN_SIZE = 96  # pictures enlarge small frames (nearest) to at least this many p
 
 
 GRID_COLUMNS = 16  # latent actions per row of latent_actions.png
+
+
+def _step_actions(r: dict, A: int) -> list[int]:
+    """The actions latent_action_steps.png shows: all of them, or the GRID_COLUMNS most used (by
+    `latent/usage`; the lowest indices without it) where a model has more (64 actions x every step
+    made a 13 MB picture)."""
+    if A <= GRID_COLUMNS:
+        return list(range(A))
+    usage = np.asarray(r.get("latent/usage", np.zeros(A)), np.float64)
+    return sorted(np.argsort(-usage, kind="stable")[:GRID_COLUMNS].tolist())
 
 
 def _scale(hw) -> int:
@@ -139,8 +149,9 @@ def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
         columns = [f"a={a}" for a in range(A)] if A <= per_row else [f"+{c}" for c in range(per_row)]
         image = _column_header(image, row_labels, ["start"] + columns, W * s)
         save_image(image, out / "latent_actions.png")
-        steps_rows = [grid[i, a] for i in range(n) for a in range(A)]
-        save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in range(A)], scale=s),
+        shown = _step_actions(r, A)
+        steps_rows = [grid[i, a] for i in range(n) for a in shown]
+        save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in shown], scale=s),
                    out / "latent_action_steps.png")
     if "latent/usage" in r:
         _plot_usage(np.asarray(r["latent/usage"]), out / "code_usage.png",
@@ -203,7 +214,9 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
               "## Latent actions", "",
               f"Start frame, then the frame after {depth} steps of each latent action (columns 0..{r['num_actions'] - 1}"
               + (f", {GRID_COLUMNS} a row)." if r["num_actions"] > GRID_COLUMNS else ")."),
-              "", "![latent actions](latent_actions.png)", "", "Every step: [latent_action_steps.png](latent_action_steps.png)",
+              "", "![latent actions](latent_actions.png)", "",
+              "Every step: [latent_action_steps.png](latent_action_steps.png)"
+              + (f" (the {GRID_COLUMNS} most used actions)." if r["num_actions"] > GRID_COLUMNS else ""),
               "", "![code usage](code_usage.png)", ""]
     if nmi_table is not None:
         table, codes, labels = nmi_table
@@ -212,10 +225,12 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
                    "see genie_robot/eval/latent_analysis.py for the classes):"), "",
                   "| code | " + " | ".join(str(x) for x in labels) + " |",
                   "| --- |" + " --- |" * len(labels)]
-        for c in range(r["num_actions"]):
-            row = by_code.get(c, np.zeros(len(labels)))
-            lines.append(f"| {c} | " + " | ".join(str(int(v)) for v in row) + " |")
-        lines += [""]
+        used = [c for c in range(r["num_actions"]) if c in by_code and by_code[c].sum() > 0]
+        for c in used:
+            lines.append(f"| {c} | " + " | ".join(str(int(by_code[c][k])) for k in range(len(labels))) + " |")
+        unused = r["num_actions"] - len(used)
+        lines += (["", f"{unused} of {r['num_actions']} latent actions were never inferred on these transitions."]
+                  if unused else []) + [""]
     lines += ["## Reconstructions", "", "![reconstructions](recon.png)", ""]
     ood = r.get("ood") or {}
     if ood:

@@ -478,7 +478,6 @@ def build_stage(cfg: TrainConfig) -> Stage:
         raise ConfigError("the conv LAM is trained on its own: run `genie-robot train lam` first and pass "
                           "--lam runs/lam (co-training in stage 2 is the paper's ST-Transformer LAM only)")
     batch_keys = ("transition_actions",) if ground_truth else ()
-    loss = lambda m, frames, **kw: m.dynamics_loss(frames, **kw)  # noqa: E731
     if model_cfg.tokenizer.kind == "conv":  # frames are tokenized alone: each one once per run (token_cache.py)
         from training.token_cache import TokenCache
 
@@ -489,6 +488,9 @@ def build_stage(cfg: TrainConfig) -> Stage:
             tokens_BTN = cache.tokens(m.tokenizer.encode, frames, store, frame)
             total, metrics = m.dynamics_loss(frames, tokens_BTN=tokens_BTN, **kw)
             return total, {**metrics, "token_cache_hit_rate": cache.hit_rate()}
+    else:
+        def loss(m, frames, **kw):
+            return m.dynamics_loss(frames, **kw)
     return Stage(
         name="dynamics",
         model=genie,

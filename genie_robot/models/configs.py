@@ -309,8 +309,9 @@ def preset(name: str) -> GenieConfig:
     if name == "cpu":
         # 64x64 frames, 8x8 = 64 tokens per frame: the dynamics model runs (steps + 1) single-frame
         # passes per generated frame, so tokens per frame set the rollout speed.
-        # Tokenizer: per-frame conv + FSQ (8, 5, 5, 5) = 1000 codes; LAM: conv + binary FSQ = 8 actions,
-        # trained on its own and frozen (docs/latent_actions.md has the measurements behind both).
+        # Tokenizer: per-frame conv + FSQ (8, 5, 5, 5) = 1000 codes; LAM: conv + binary FSQ on 6 dims =
+        # 64 actions, trained on its own and frozen (docs/latent_actions.md has the measurements behind
+        # both: 8 actions, the paper's number, hold generation ~2 dB lower on this data).
         # The transformer fields of the ST variants stay at their former `cpu` values for the ablations.
         tok = TokenizerConfig(
             resolution=(64, 64), patch=8, context=16,
@@ -322,7 +323,7 @@ def preset(name: str) -> GenieConfig:
             resolution=(64, 64), patch=16, context=16,
             encoder=TransformerConfig(128, 4, 4, 512), decoder=TransformerConfig(128, 4, 4, 512),
             quantizer=QuantizerConfig(num_codes=8, code_dim=32, dead_after=100),
-            kind="conv", channels=(32, 64, 64, 64), decoder_channels=(16, 32, 64), fsq_levels=(2, 2, 2),
+            kind="conv", channels=(32, 64, 64, 64), decoder_channels=(16, 32, 64), fsq_levels=(2,) * 6,
             var_floor=0.01,
         )
         dyn = DynamicsConfig(context=16, transformer=TransformerConfig(192, 6, 6, 768),

@@ -204,3 +204,15 @@ def test_eval_shows_its_stages_on_a_terminal_and_is_quiet_otherwise(trained, tmp
     for stage in ("reconstruction", "rollouts", "latent actions", "ood ood"):
         assert stage in shown, (stage, shown[-500:])
     assert "4/4" in shown  # no --fvd: four stages
+
+
+def test_the_every_step_picture_shows_at_most_16_actions_the_most_used():
+    """64 actions x every step made a 13 MB picture: past GRID_COLUMNS actions it keeps the most used."""
+    from experiments.eval_report import GRID_COLUMNS, _step_actions
+
+    assert _step_actions({}, 8) == list(range(8))
+    usage = np.zeros(64)
+    usage[[63, 5, 40]] = (0.5, 0.3, 0.2)
+    shown = _step_actions({"latent/usage": usage.tolist()}, 64)
+    assert len(shown) == GRID_COLUMNS == 16 and {5, 40, 63} <= set(shown) and shown == sorted(shown)
+    assert _step_actions({}, 64) == list(range(16))  # no usage recorded: the first 16

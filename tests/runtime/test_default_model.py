@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from genie_robot.models.configs import preset
 from genie_robot.runtime import bundle, default_model
 from genie_robot.runtime.world_model import WorldModel
 
@@ -75,7 +76,9 @@ def test_the_shipped_default_model_is_the_cpu_preset_and_rolls_out():
     d = default_model.resolve("default")
     assert d == default_model.ASSET_DIR
     cfg = bundle.read_config(d)
-    assert cfg.name == "cpu" and cfg.tokenizer.resolution == (64, 64) and cfg.dynamics.num_actions == 8
+    assert cfg.name == "cpu" and cfg.tokenizer.resolution == (64, 64) and cfg.dynamics.num_actions == 64
+    cpu = preset("cpu")  # the preset builds the shipped architecture: fine-tuning it needs no overrides
+    assert (cfg.tokenizer, cfg.lam, cfg.dynamics.transformer) == (cpu.tokenizer, cpu.lam, cpu.dynamics.transformer)
     manifest = json.loads((d / bundle.MANIFEST).read_text())
     assert manifest["files"][bundle.WEIGHTS] == bundle.sha256(d / bundle.WEIGHTS)  # the committed file is intact
     size = sum(p.stat().st_size for p in d.iterdir())
