@@ -11,6 +11,11 @@ It writes, next to this file:
                     frames on both backends, LAM actions and tokenizer tokens of the prompt
 
 Do not re-run it to make a failing test pass: a difference is a change of numerics or format.
+The one exception is a new shipped default model (new weights on purpose): then
+
+    .venv/bin/python tests/data/formats/record.py --default-only
+
+records the new model's frames and leaves the tiny run, bundle and frames as they were.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ def rollouts(wm, prompt, actions) -> dict[str, np.ndarray]:
             "tokens": wm.encode(prompt)}
 
 
-def main() -> None:
+def main(default_only: bool = False) -> None:
     import torch
 
     sys.path.insert(0, str(HERE.parents[1] / "runtime"))
@@ -42,14 +47,28 @@ def main() -> None:
     from genie_robot.runtime.world_model import WorldModel
 
     torch.set_num_threads(1)
+    out: dict[str, np.ndarray] = {}
+    default_prompt = generate_episode(SEED, 10, resolution=64, scene="mix").rgb[::3]  # 4 frames, stride 3
+    default_actions = np.array([[0, 3, 5, 7, 1], [6, 6, 2, 4, 0]])
+    if default_only:
+        out = {k: v for k, v in np.load(HERE / "frames.npz").items() if not k.startswith("default/")}
+        out["default/prompt"], out["default/actions"] = default_prompt, default_actions
+        with tempfile.TemporaryDirectory() as cache:
+            import os
+
+            os.environ["GENIE_ROBOT_CACHE"] = cache
+            for backend in ("onnx", "torch"):
+                wm = WorldModel.load("default", backend=backend, threads=1)
+                for key, value in rollouts(wm, default_prompt, default_actions).items():
+                    out[f"default/{backend}/{key}"] = value
+        np.savez_compressed(HERE / "frames.npz", **out)
+        print("wrote the shipped model's entries of", HERE / "frames.npz")
+        return
     for name in ("tiny_run", "tiny_bundle"):
         shutil.rmtree(HERE / name, ignore_errors=True)
     make_checkpoint(HERE / "tiny_run", seed=0)
     assert cli(["export", "--dynamics", str(HERE / "tiny_run"), "--out", str(HERE / "tiny_bundle")]) == 0
 
-    out: dict[str, np.ndarray] = {}
-    default_prompt = generate_episode(SEED, 10, resolution=64, scene="mix").rgb[::3]  # 4 frames, stride 3
-    default_actions = np.array([[0, 3, 5, 7, 1], [6, 6, 2, 4, 0]])
     out["default/prompt"], out["default/actions"] = default_prompt, default_actions
     tiny_wm = WorldModel.load(HERE / "tiny_bundle", backend="onnx", threads=1)
     rng = np.random.default_rng(SEED)
@@ -71,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(default_only="--default-only" in sys.argv[1:])
