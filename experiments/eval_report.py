@@ -8,8 +8,8 @@ module writes them up. The report folder holds report.md (metric table, pictures
 the pictures: recon.png (tokenizer reconstructions), latent_actions.png (same start frames, one column
 per latent action, `--depth` steps of it), latent_action_steps.png (the same, every step; at most 16
 actions, the most used), rollouts.gif and rollouts.png (real | inferred actions | random actions),
-delta_psnr.png (PSNR and ΔPSNR over t), code_usage.png. Everything is logged to MLflow (genie_robot/artifacts/tracking.py) as
-one run with the folder under the artifact path `report/`.
+delta_psnr.png (PSNR and ΔPSNR over t), code_usage.png. Everything is logged to MLflow
+(genie_robot/artifacts/tracking.py) as one run with the folder under the artifact path `report/`.
 
 Clips: one per episode of the split (the training run's `val_fraction`), the first `--frames` frames
 (default: the LAM's context), episodes too short are skipped. Latent actions for usage / NMI are
@@ -227,7 +227,7 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
                   "| --- |" + " --- |" * len(labels)]
         used = [c for c in range(r["num_actions"]) if c in by_code and by_code[c].sum() > 0]
         for c in used:
-            lines.append(f"| {c} | " + " | ".join(str(int(by_code[c][k])) for k in range(len(labels))) + " |")
+            lines.append(f"| {c} | " + " | ".join(str(int(v)) for v in by_code[c]) + " |")
         unused = r["num_actions"] - len(used)
         lines += (["", f"{unused} of {r['num_actions']} latent actions were never inferred on these transitions."]
                   if unused else []) + [""]

@@ -372,10 +372,7 @@ def _load_frozen(path_spec: str, stage_name: str, ema: bool, ours: dict, what: s
         weights = ck.ema if (ema and ck.ema is not None) else ck.weights
         hint = (f"that run's preset and model.{what}.* overrides (preset {ck.config['train']['preset']!r}, "
                 f"overrides {ck.config['train']['model'].get(what, {})})")
-    from genie_robot.models.configs import SAMPLING_FIELDS
-
-    theirs, mine = ({k: v for k, v in flatten(c).items() if what != "dynamics" or k not in SAMPLING_FIELDS}
-                    for c in (_normalised(config)[what], ours))  # sampling settings change no weight
+    theirs, mine = _weight_fields(_normalised(config)[what], what), _weight_fields(ours, what)
     if theirs != mine:
         diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)}
         raise ConfigError(
@@ -564,6 +561,15 @@ def build_datasets(cfg: TrainConfig, stage: Stage):
 
 # ------------------------------------------------------------------------------------------------
 # the loop
+
+
+def _weight_fields(part_config: dict, what: str) -> dict:
+    """The flattened fields of one model part's config that shape its weights: the dynamics model's
+    sampling settings (SAMPLING_FIELDS, set at export) are left out."""
+    from genie_robot.models.configs import SAMPLING_FIELDS
+
+    skip = SAMPLING_FIELDS if what == "dynamics" else ()
+    return {k: v for k, v in flatten(part_config).items() if k not in skip}
 
 
 def _normalised(model_config: dict) -> dict:

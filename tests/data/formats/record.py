@@ -47,47 +47,34 @@ def main(default_only: bool = False) -> None:
     from genie_robot.runtime.world_model import WorldModel
 
     torch.set_num_threads(1)
-    out: dict[str, np.ndarray] = {}
     default_prompt = generate_episode(SEED, 10, resolution=64, scene="mix").rgb[::3]  # 4 frames, stride 3
     default_actions = np.array([[0, 3, 5, 7, 1], [6, 6, 2, 4, 0]])
-    if default_only:
+    models = [("default", "default", default_prompt, default_actions)]
+    if default_only:  # a new shipped model on purpose: its entries only, the tiny ones stay
         out = {k: v for k, v in np.load(HERE / "frames.npz").items() if not k.startswith("default/")}
-        out["default/prompt"], out["default/actions"] = default_prompt, default_actions
-        with tempfile.TemporaryDirectory() as cache:
-            import os
-
-            os.environ["GENIE_ROBOT_CACHE"] = cache
-            for backend in ("onnx", "torch"):
-                wm = WorldModel.load("default", backend=backend, threads=1)
-                for key, value in rollouts(wm, default_prompt, default_actions).items():
-                    out[f"default/{backend}/{key}"] = value
-        np.savez_compressed(HERE / "frames.npz", **out)
-        print("wrote the shipped model's entries of", HERE / "frames.npz")
-        return
-    for name in ("tiny_run", "tiny_bundle"):
-        shutil.rmtree(HERE / name, ignore_errors=True)
-    make_checkpoint(HERE / "tiny_run", seed=0)
-    assert cli(["export", "--dynamics", str(HERE / "tiny_run"), "--out", str(HERE / "tiny_bundle")]) == 0
-
+    else:
+        for name in ("tiny_run", "tiny_bundle"):
+            shutil.rmtree(HERE / name, ignore_errors=True)
+        make_checkpoint(HERE / "tiny_run", seed=0)
+        assert cli(["export", "--dynamics", str(HERE / "tiny_run"), "--out", str(HERE / "tiny_bundle")]) == 0
+        tiny_wm = WorldModel.load(HERE / "tiny_bundle", backend="onnx", threads=1)
+        rng = np.random.default_rng(SEED)
+        tiny_prompt = rng.integers(0, 256, (3, *tiny_wm.resolution, 3), dtype=np.uint8)
+        tiny_actions = rng.integers(0, tiny_wm.num_actions, (2, 4))
+        out = {"tiny/prompt": tiny_prompt, "tiny/actions": tiny_actions}
+        models.append(("tiny", HERE / "tiny_bundle", tiny_prompt, tiny_actions))
     out["default/prompt"], out["default/actions"] = default_prompt, default_actions
-    tiny_wm = WorldModel.load(HERE / "tiny_bundle", backend="onnx", threads=1)
-    rng = np.random.default_rng(SEED)
-    tiny_prompt = rng.integers(0, 256, (3, *tiny_wm.resolution, 3), dtype=np.uint8)
-    tiny_actions = rng.integers(0, tiny_wm.num_actions, (2, 4))
-    out["tiny/prompt"], out["tiny/actions"] = tiny_prompt, tiny_actions
     with tempfile.TemporaryDirectory() as cache:
         import os
 
         os.environ["GENIE_ROBOT_CACHE"] = cache
         for backend in ("onnx", "torch"):
-            for name, model, prompt, actions in (("default", "default", default_prompt, default_actions),
-                                                 ("tiny", HERE / "tiny_bundle", tiny_prompt, tiny_actions)):
+            for name, model, prompt, actions in models:
                 wm = WorldModel.load(model, backend=backend, threads=1)
                 for key, value in rollouts(wm, prompt, actions).items():
                     out[f"{name}/{backend}/{key}"] = value
     np.savez_compressed(HERE / "frames.npz", **out)
     print("wrote", HERE / "frames.npz", sorted(out))
-
 
 if __name__ == "__main__":
     main(default_only="--default-only" in sys.argv[1:])
