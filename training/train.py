@@ -565,10 +565,10 @@ def build_datasets(cfg: TrainConfig, stage: Stage):
 
 def _weight_fields(part_config: dict, what: str) -> dict:
     """The flattened fields of one model part's config that shape its weights: the dynamics model's
-    sampling settings (SAMPLING_FIELDS, set at export) are left out."""
-    from genie_robot.models.configs import SAMPLING_FIELDS
+    sampling settings (SAMPLING_FIELDS, set at export) and training recipe (TRAINING_FIELDS) are left out."""
+    from genie_robot.models.configs import SAMPLING_FIELDS, TRAINING_FIELDS
 
-    skip = SAMPLING_FIELDS if what == "dynamics" else ()
+    skip = SAMPLING_FIELDS + TRAINING_FIELDS if what == "dynamics" else ()
     return {k: v for k, v in flatten(part_config).items() if k not in skip}
 
 

@@ -174,6 +174,9 @@ class LatentActionConfig:
 # DynamicsConfig fields that only set how frames are sampled: they change no weight, a bundle sets them
 # at export (`genie-robot export --guidance ...`), and runs that differ in them share weights.
 SAMPLING_FIELDS = ("maskgit_steps", "temperature", "order", "guidance")
+# Dynamics fields that change only how it is trained, not its weights: a run may warm-start (`--init`)
+# from a checkpoint trained with other values.
+TRAINING_FIELDS = ("mask_rate", "mask_per", "context_noise", "action_dropout", "random_time_offset")
 
 
 @dataclass
@@ -189,7 +192,14 @@ class DynamicsConfig:
     action_dim: int = 16  # D of an action vector: the LAM's code dim, or the store's action dim (ground truth)
     context: int = 16  # frames of temporal context (KV-cache window)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
-    mask_rate: tuple[float, float] = (0.5, 1.0)  # per-sample Bernoulli rate ~ U(lo, hi)
+    mask_rate: tuple[float, float] = (0.5, 1.0)  # Bernoulli mask rate ~ U(lo, hi)
+    # "sample": one mask rate for all frames of a training sample (Genie); "frame": a rate per frame, so
+    # a frame is also predicted from nearly unmasked past frames, as in sampling (training only)
+    mask_per: str = "sample"
+    # Up to this share of the unmasked tokens of frames 1.. is replaced by random codes in training (a
+    # rate per frame ~ U(0, context_noise)), and the model is trained to restore them: imagined
+    # frames it reads back are never exactly right (training only)
+    context_noise: float = 0.0
     random_time_offset: bool = True
     # sampling defaults (WorldModel arguments override them)
     maskgit_steps: int = 25
@@ -211,6 +221,10 @@ class DynamicsConfig:
         lo, hi = self.mask_rate
         if not 0 <= lo <= hi <= 1:
             raise ValueError(f"DynamicsConfig.mask_rate must satisfy 0 <= lo <= hi <= 1, got {tuple(self.mask_rate)}")
+        if self.mask_per not in ("sample", "frame"):
+            raise ValueError(f"DynamicsConfig.mask_per must be 'sample' or 'frame', got {self.mask_per!r}")
+        if not 0 <= self.context_noise < 1:
+            raise ValueError(f"DynamicsConfig.context_noise must be in [0, 1), got {self.context_noise}")
         if self.order not in ("random", "confidence"):
             raise ValueError(f"DynamicsConfig.order must be 'random' or 'confidence', got {self.order!r}")
         if self.maskgit_steps < 1:

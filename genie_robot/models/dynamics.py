@@ -12,6 +12,10 @@ So predicting frame t+1 sees frames <= t and a_t, and nothing later.
 
 Training (Genie): input tokens of frames 2..T are replaced by [MASK] with a Bernoulli rate drawn per
 sample from U(0.5, 1); the first frame is never masked; cross-entropy on the masked positions only.
+Two departures, both off by default (docs/default_model/README.md measures them): `mask_per="frame"`
+draws the rate per frame, so frames are also predicted from nearly unmasked pasts, as when sampling;
+`context_noise` > 0 replaces some unmasked tokens of frames 2..T by random codes and trains the model
+to restore them too, as imagined frames read back are never exactly right.
 
 Action dropout (`action_dropout` > 0): a sample's actions are all replaced by "none" with that
 probability, so the model also learns p(frame | past) and sampling can use classifier-free guidance
@@ -84,16 +88,25 @@ class DynamicsModel(nn.Module):
             drop_B = torch.rand(B, device=tokens_BTN.device) < self.cfg.action_dropout
             drop = drop_B.view(B, *([1] * (actions_BTm1.dim() - 1)))
             actions_BTm1 = torch.where(drop, self.no_action(actions_BTm1), actions_BTm1)
+        dev = tokens_BTN.device
         lo, hi = self.cfg.mask_rate
-        rate_B11 = torch.empty(B, 1, 1, device=tokens_BTN.device).uniform_(lo, hi)
-        mask_BTN = torch.rand(B, T, N, device=tokens_BTN.device) < rate_B11
+        rate_BT1 = torch.empty(B, T if self.cfg.mask_per == "frame" else 1, 1, device=dev).uniform_(lo, hi)
+        mask_BTN = torch.rand(B, T, N, device=dev) < rate_BT1
         mask_BTN[:, 0] = False  # the first frame is the prompt: always visible
-        logits_BTNV = self(tokens_BTN.masked_fill(mask_BTN, self.mask_id), actions_BTm1)
+        inputs_BTN = tokens_BTN.masked_fill(mask_BTN, self.mask_id)
+        trained_BTN = mask_BTN
+        if self.cfg.context_noise > 0:
+            noise_BT1 = torch.empty(B, T, 1, device=dev).uniform_(0, self.cfg.context_noise)
+            noisy_BTN = (torch.rand(B, T, N, device=dev) < noise_BT1) & ~mask_BTN
+            noisy_BTN[:, 0] = False
+            inputs_BTN = torch.where(noisy_BTN, torch.randint_like(tokens_BTN, self.cfg.vocab_size), inputs_BTN)
+            trained_BTN = mask_BTN | noisy_BTN
+        logits_BTNV = self(inputs_BTN, actions_BTm1)
         ce_BTN = F.cross_entropy(logits_BTNV.float().flatten(0, 2), tokens_BTN.flatten(), reduction="none").view(B, T, N)
-        n_masked = mask_BTN.sum().clamp(min=1)
-        loss = (ce_BTN * mask_BTN).sum() / n_masked
+        n_masked = trained_BTN.sum().clamp(min=1)
+        loss = (ce_BTN * trained_BTN).sum() / n_masked
         with torch.no_grad():
-            correct = (logits_BTNV.argmax(-1) == tokens_BTN) & mask_BTN
+            correct = (logits_BTNV.argmax(-1) == tokens_BTN) & trained_BTN
             stats = torch.stack([loss.detach(), correct.sum() / n_masked, mask_BTN[:, 1:].float().mean()]).tolist()
         return loss, dict(zip(["loss", "masked_accuracy", "mask_fraction"], stats))
 

@@ -4,6 +4,8 @@ Alignment convention under test: actions[:, t] is the transition x_t -> x_{t+1};
 slot t+1 (the frame it produces), and the output at slot t+1 predicts frame t+1's tokens.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -129,3 +131,50 @@ def test_trained_model_generates_the_frame_its_action_asks_for(cfg, sample_next)
     wanted = torch.arange(d.num_actions)
     tokens = sample_next(dyn, prompt, torch.zeros(d.num_actions, 1, dtype=torch.long), wanted, steps=4, temperature=0.0)
     assert torch.equal(tokens, wanted[:, None].expand_as(tokens))
+
+
+def _training_inputs(dyn, tokens, actions, monkeypatch):
+    """The tokens `dyn.loss` feeds its forward pass, and its loss."""
+    seen, forward = {}, dyn.forward
+
+    def spy(tokens_in, actions_in, *rest):
+        seen["tokens"] = tokens_in
+        return forward(tokens_in, actions_in, *rest)
+
+    monkeypatch.setattr(dyn, "forward", spy)
+    loss, _ = dyn.loss(tokens, actions)
+    return seen["tokens"], loss
+
+
+@pytest.mark.parametrize("per", ["sample", "frame"])
+def test_mask_rate_per_sample_or_per_frame(cfg, per, monkeypatch):
+    """mask_per="frame" draws each frame's rate on its own: frame 1's and frame 2's rates are then
+    uncorrelated across samples, where one rate per sample makes them move together."""
+    torch.manual_seed(0)
+    dyn = DynamicsModel(dataclasses.replace(cfg.dynamics, mask_per=per, mask_rate=(0.0, 1.0)))
+    tokens, actions = data(cfg, B=256, T=3)
+    inputs, _ = _training_inputs(dyn, tokens, actions, monkeypatch)
+    rate_BT = (inputs == dyn.mask_id).float().mean(-1)
+    assert not rate_BT[:, 0].any()
+    corr = torch.corrcoef(rate_BT[:, 1:].T)[0, 1].item()
+    assert (corr > 0.6) if per == "sample" else (abs(corr) < 0.2), corr
+
+
+def test_context_noise_replaces_visible_tokens_and_trains_on_them(cfg, monkeypatch):
+    torch.manual_seed(0)
+    tokens, actions = data(cfg, B=64, T=4)
+    clean = DynamicsModel(dataclasses.replace(cfg.dynamics, mask_rate=(0.0, 0.0)))
+    inputs, loss = _training_inputs(clean, tokens, actions, monkeypatch)
+    assert torch.equal(inputs, tokens) and loss.item() == 0.0  # nothing masked, nothing to learn
+    noisy = DynamicsModel(dataclasses.replace(cfg.dynamics, mask_rate=(0.0, 0.0), context_noise=0.5))
+    inputs, loss = _training_inputs(noisy, tokens, actions, monkeypatch)
+    changed_T = (inputs != tokens).float().mean(dim=(0, 2))
+    assert changed_T[0] == 0 and 0.15 < changed_T[1:].mean() < 0.35  # ~ U(0, 0.5) x (1 - 1/V), never the prompt
+    assert not (inputs == noisy.mask_id).any() and loss.item() > 0
+
+
+def test_training_recipe_fields_are_checked(cfg):
+    with pytest.raises(ValueError, match="mask_per"):
+        dataclasses.replace(cfg.dynamics, mask_per="clip")
+    with pytest.raises(ValueError, match="context_noise"):
+        dataclasses.replace(cfg.dynamics, context_noise=1.0)

@@ -161,9 +161,11 @@ def test_stage_2_reuses_a_bundles_tokenizer_and_lam_checked_by_hash(runs, monkey
     assert cli([*base, "--tokenizer", str(bundle), "--lam", "runs/lam", "--run-dir", "runs/refused",
                 "--set", "model.tokenizer.channels=[8,16,16]"]) == 2
     assert "another tokenizer config" in capsys.readouterr().err
-    # --init: a warm start of the dynamics model from the bundle (lr 0: the weights stay the bundle's)
+    # --init: a warm start of the dynamics model from the bundle (lr 0: the weights stay the bundle's),
+    # here with another training recipe (TRAINING_FIELDS change no weight either)
     assert cli([*base, "--tokenizer", str(bundle), "--lam", str(bundle), "--init", str(bundle), "--run-dir",
-                "runs/dyn-init", "--set", "max_steps=1", "--set", "lr=0", "--set", "min_lr=0"]) == 0
+                "runs/dyn-init", "--set", "max_steps=1", "--set", "lr=0", "--set", "min_lr=0",
+                "--set", "model.dynamics.mask_per=frame", "--set", "model.dynamics.context_noise=0.1"]) == 0
     warm = load_file(str(root / "runs/dyn-init/checkpoints/step_00000001/model.safetensors"))
     keys = [k for k in source if k.startswith("dynamics.")]
     assert keys and all(torch.equal(warm[k], source[k]) for k in keys)
