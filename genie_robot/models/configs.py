@@ -176,7 +176,7 @@ class LatentActionConfig:
 SAMPLING_FIELDS = ("maskgit_steps", "temperature", "order", "guidance")
 # Dynamics fields that change only how it is trained, not its weights: a run may warm-start (`--init`)
 # from a checkpoint trained with other values.
-TRAINING_FIELDS = ("mask_rate", "mask_per", "context_noise", "action_dropout", "random_time_offset")
+TRAINING_FIELDS = ("mask_rate", "mask_per", "context_noise", "self_context", "action_dropout", "random_time_offset")
 
 
 @dataclass
@@ -200,6 +200,10 @@ class DynamicsConfig:
     # rate per frame ~ U(0, context_noise)), and the model is trained to restore them: imagined
     # frames it reads back are never exactly right (training only)
     context_noise: float = 0.0
+    # This share of training samples has its visible past replaced by the model's own guess of it (one
+    # pass without gradient over the frames masked at a rate ~ U(0.3, 1) each, argmax), and the model is
+    # trained to restore the real tokens: the errors it reads back are then its own (training only)
+    self_context: float = 0.0
     random_time_offset: bool = True
     # sampling defaults (WorldModel arguments override them)
     maskgit_steps: int = 25
@@ -225,6 +229,8 @@ class DynamicsConfig:
             raise ValueError(f"DynamicsConfig.mask_per must be 'sample' or 'frame', got {self.mask_per!r}")
         if not 0 <= self.context_noise < 1:
             raise ValueError(f"DynamicsConfig.context_noise must be in [0, 1), got {self.context_noise}")
+        if not 0 <= self.self_context <= 1:
+            raise ValueError(f"DynamicsConfig.self_context must be in [0, 1], got {self.self_context}")
         if self.order not in ("random", "confidence"):
             raise ValueError(f"DynamicsConfig.order must be 'random' or 'confidence', got {self.order!r}")
         if self.maskgit_steps < 1:

@@ -15,7 +15,9 @@ sample from U(0.5, 1); the first frame is never masked; cross-entropy on the mas
 Two departures, both off by default (docs/default_model/README.md measures them): `mask_per="frame"`
 draws the rate per frame, so frames are also predicted from nearly unmasked pasts, as when sampling;
 `context_noise` > 0 replaces some unmasked tokens of frames 2..T by random codes and trains the model
-to restore them too, as imagined frames read back are never exactly right.
+to restore them too, as imagined frames read back are never exactly right; `self_context` > 0 does the
+same with the model's own errors: for that share of samples the visible past is the model's one-pass,
+no-gradient guess of the frames (each masked at a rate ~ U(0.3, 1)), and the real tokens are the target.
 
 Action dropout (`action_dropout` > 0): a sample's actions are all replaced by "none" with that
 probability, so the model also learns p(frame | past) and sampling can use classifier-free guidance
@@ -89,18 +91,19 @@ class DynamicsModel(nn.Module):
             drop = drop_B.view(B, *([1] * (actions_BTm1.dim() - 1)))
             actions_BTm1 = torch.where(drop, self.no_action(actions_BTm1), actions_BTm1)
         dev = tokens_BTN.device
+        context_BTN = self._own_guess(tokens_BTN, actions_BTm1) if self.cfg.self_context > 0 else tokens_BTN
         lo, hi = self.cfg.mask_rate
         rate_BT1 = torch.empty(B, T if self.cfg.mask_per == "frame" else 1, 1, device=dev).uniform_(lo, hi)
         mask_BTN = torch.rand(B, T, N, device=dev) < rate_BT1
         mask_BTN[:, 0] = False  # the first frame is the prompt: always visible
-        inputs_BTN = tokens_BTN.masked_fill(mask_BTN, self.mask_id)
-        trained_BTN = mask_BTN
+        inputs_BTN = context_BTN.masked_fill(mask_BTN, self.mask_id)
+        trained_BTN = mask_BTN | (context_BTN != tokens_BTN)
         if self.cfg.context_noise > 0:
             noise_BT1 = torch.empty(B, T, 1, device=dev).uniform_(0, self.cfg.context_noise)
             noisy_BTN = (torch.rand(B, T, N, device=dev) < noise_BT1) & ~mask_BTN
             noisy_BTN[:, 0] = False
             inputs_BTN = torch.where(noisy_BTN, torch.randint_like(tokens_BTN, self.cfg.vocab_size), inputs_BTN)
-            trained_BTN = mask_BTN | noisy_BTN
+            trained_BTN = trained_BTN | noisy_BTN
         logits_BTNV = self(inputs_BTN, actions_BTm1)
         ce_BTN = F.cross_entropy(logits_BTNV.float().flatten(0, 2), tokens_BTN.flatten(), reduction="none").view(B, T, N)
         n_masked = trained_BTN.sum().clamp(min=1)
@@ -109,6 +112,23 @@ class DynamicsModel(nn.Module):
             correct = (logits_BTNV.argmax(-1) == tokens_BTN) & trained_BTN
             stats = torch.stack([loss.detach(), correct.sum() / n_masked, mask_BTN[:, 1:].float().mean()]).tolist()
         return loss, dict(zip(["loss", "masked_accuracy", "mask_fraction"], stats))
+
+    @torch.no_grad()
+    def _own_guess(self, tokens_BTN: Tensor, actions_BTm1: Tensor) -> Tensor:
+        """`tokens_BTN` with, for a `self_context` share of the samples, frames 1.. replaced by the
+        model's argmax guess of them from a copy masked at a rate ~ U(0.3, 1) per frame (one pass)."""
+        B, T, N = tokens_BTN.shape
+        pick_B = torch.rand(B, device=tokens_BTN.device) < self.cfg.self_context
+        if not pick_B.any():
+            return tokens_BTN
+        real_bTN, actions_bTm1 = tokens_BTN[pick_B], actions_BTm1[pick_B]
+        rate_bT1 = torch.empty(real_bTN.shape[0], T, 1, device=tokens_BTN.device).uniform_(0.3, 1.0)
+        hidden_bTN = torch.rand(real_bTN.shape, device=tokens_BTN.device) < rate_bT1
+        hidden_bTN[:, 0] = False
+        guess_bTN = self(real_bTN.masked_fill(hidden_bTN, self.mask_id), actions_bTm1).argmax(-1)
+        context_BTN = tokens_BTN.clone()
+        context_BTN[pick_B] = torch.where(hidden_bTN, guess_bTN, real_bTN)
+        return context_BTN
 
     # ------------------------------------------------------------------ inference with the cache
 

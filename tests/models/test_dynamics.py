@@ -173,8 +173,32 @@ def test_context_noise_replaces_visible_tokens_and_trains_on_them(cfg, monkeypat
     assert not (inputs == noisy.mask_id).any() and loss.item() > 0
 
 
+def test_self_context_reads_back_the_models_own_guesses_and_trains_on_them(cfg, monkeypatch):
+    """self_context=1: every sample's visible past is the model's one-pass argmax guess of the frames it
+    hid (never the prompt); the real tokens stay the target, so the loss also covers the wrong guesses."""
+    torch.manual_seed(0)
+    tokens, actions = data(cfg, B=64, T=4)
+    dyn = DynamicsModel(dataclasses.replace(cfg.dynamics, mask_rate=(0.0, 0.0), self_context=1.0))
+    calls, forward = [], dyn.forward
+
+    def spy(tokens_in, actions_in, *rest):
+        out = forward(tokens_in, actions_in, *rest)
+        calls.append((tokens_in, out.detach()))
+        return out
+
+    monkeypatch.setattr(dyn, "forward", spy)
+    loss, _ = dyn.loss(tokens, actions)
+    (hidden_in, guess_logits), (inputs, _) = calls  # the no-gradient guess, then the training pass
+    hidden = hidden_in == dyn.mask_id
+    assert not hidden[:, 0].any() and 0.5 < hidden[:, 1:].float().mean() < 0.8  # rate ~ U(0.3, 1)
+    assert torch.equal(inputs, torch.where(hidden, guess_logits.argmax(-1), tokens))
+    assert (inputs != tokens).any() and not (inputs == dyn.mask_id).any() and loss.item() > 0
+
+
 def test_training_recipe_fields_are_checked(cfg):
     with pytest.raises(ValueError, match="mask_per"):
         dataclasses.replace(cfg.dynamics, mask_per="clip")
     with pytest.raises(ValueError, match="context_noise"):
         dataclasses.replace(cfg.dynamics, context_noise=1.0)
+    with pytest.raises(ValueError, match="self_context"):
+        dataclasses.replace(cfg.dynamics, self_context=1.5)
