@@ -26,20 +26,10 @@ _OUTPUTS = ("spatial.out.", "temporal.out.", "ffn.2.")
 
 
 def grow_weights(weights: dict[str, torch.Tensor], depth: int, new_depth: int) -> dict[str, torch.Tensor]:
-    """State dict of an ST-Transformer with `depth` blocks -> one with `new_depth`, the same function."""
-    if new_depth <= depth:
-        raise SystemExit(f"error: --depth {new_depth} must exceed the model's depth {depth}")
-    extra = new_depth - depth
-    # old block i goes to slot i + (number of new blocks inserted before it)
-    after = {round((j + 1) * depth / extra) - 1 for j in range(extra)}  # old blocks followed by a new one
-    slot, source = {}, {}
-    s = 0
-    for i in range(depth):
-        slot[i] = s
-        s += 1
-        if i in after:
-            source[s] = i  # a new block copied from old block i
-            s += 1
+    """State dict of an ST-Transformer with `depth` blocks -> one with `new_depth` (depth < new_depth <=
+    2 * depth), the same function: a new block follows each old block in `after`."""
+    after = {round((j + 1) * depth / (new_depth - depth)) - 1 for j in range(new_depth - depth)}
+    slot = {i: i + sum(a < i for a in after) for i in range(depth)}  # old block i -> its new index
     grown = {}
     for key, value in weights.items():
         m = _BLOCK.match(key)
@@ -48,9 +38,9 @@ def grow_weights(weights: dict[str, torch.Tensor], depth: int, new_depth: int) -
             continue
         prefix, i, rest = m.group(1), int(m.group(2)), m.group(3)
         grown[f"{prefix}{slot[i]}{rest}"] = value.clone()
-        for new, src in source.items():
-            if src == i:
-                grown[f"{prefix}{new}{rest}"] = torch.zeros_like(value) if rest.lstrip(".").startswith(_OUTPUTS) else value.clone()
+        if i in after:  # its copy, with zero output projections: the identity
+            zero = rest.lstrip(".").startswith(_OUTPUTS)
+            grown[f"{prefix}{slot[i] + 1}{rest}"] = torch.zeros_like(value) if zero else value.clone()
     return grown
 
 
@@ -62,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ck = ckpt_io.load_stage(args.source, "dynamics", what="--from")
     depth = int(ck.config["model"]["dynamics"]["transformer"]["depth"])
+    if not depth < args.depth <= 2 * depth:
+        raise SystemExit(f"error: --depth {args.depth}: grow a depth-{depth} model to {depth + 1}..{2 * depth} blocks")
     config = copy.deepcopy(ck.config)
     config["model"]["dynamics"]["transformer"]["depth"] = args.depth
     config["train"]["model"].setdefault("dynamics", {}).setdefault("transformer", {})["depth"] = args.depth

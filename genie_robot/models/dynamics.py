@@ -12,7 +12,7 @@ So predicting frame t+1 sees frames <= t and a_t, and nothing later.
 
 Training (Genie): input tokens of frames 2..T are replaced by [MASK] with a Bernoulli rate drawn per
 sample from U(0.5, 1); the first frame is never masked; cross-entropy on the masked positions only.
-Two departures, both off by default (docs/default_model/README.md measures them): `mask_per="frame"`
+Three departures, all off by default (docs/default_model/README.md measures them): `mask_per="frame"`
 draws the rate per frame, so frames are also predicted from nearly unmasked pasts, as when sampling;
 `context_noise` > 0 replaces some unmasked tokens of frames 2..T by random codes and trains the model
 to restore them too, as imagined frames read back are never exactly right; `self_context` > 0 does the
