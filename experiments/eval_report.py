@@ -181,7 +181,9 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
     lines = [
         "# Genie evaluation",
         "",
-        f"{r['clips']} clips of {r['frames']} frames; {r['num_actions']} latent actions.",
+        f"{r['clips']} clips of {r['frames']} frames; "
+        + ("the store's true actions (the ground-truth-action control)." if str(r.get("actions", "")).startswith("ground truth")
+           else f"{r['num_actions']} latent actions."),
         "",
         "| metric | value |",
         "| --- | --- |",

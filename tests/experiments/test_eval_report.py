@@ -59,6 +59,32 @@ def test_the_report_says_why_nmi_is_missing(tmp_path):
             "latent_action_steps.png", "code_usage.png"} <= {p.name for p in tmp_path.iterdir()}
 
 
+def test_the_report_of_the_ground_truth_control_names_its_actions(tmp_path):
+    """A model conditioned on the store's actions has no latent actions to count."""
+    import dataclasses
+
+    import torch
+
+    from experiments.eval_report import write_report
+    from genie_robot.eval.evaluate import evaluate_model
+    from genie_robot.models.configs import preset
+    from genie_robot.models.genie import Genie
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    cfg = dataclasses.replace(cfg, dynamics=dataclasses.replace(cfg.dynamics, action_source="ground_truth", action_dim=4))
+    genie = Genie(cfg).eval().requires_grad_(False)
+    T, (H, W) = genie.cfg.lam.context, genie.cfg.tokenizer.resolution
+    clips = np.random.default_rng(0).integers(0, 256, (2, T, H, W, 3), dtype=np.uint8)
+    actions = [np.random.default_rng(1).normal(size=(T, 4)).astype(np.float32) for _ in range(2)]
+    with torch.no_grad():
+        ev = evaluate_model(genie, clips, episode_frames=list(clips), episode_actions=actions, show=1, depth=1,
+                            clip_actions_BTm1=np.stack([a[1:] for a in actions]))
+    write_report(ev, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "the store's true actions (the ground-truth-action control)." in md and "latent actions." not in md.splitlines()[2]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("eval_e2e")
