@@ -66,7 +66,13 @@ def _column_header(grid_HW3: np.ndarray, row_labels: list[str], columns: list[st
     return np.concatenate([strip, grid_HW3])
 
 
-def _plot_delta_psnr(dp, path: Path, t_report: int) -> None:
+def _action_words(r: dict) -> tuple[str, str]:
+    """What the rollouts were conditioned on and their baseline: ("inferred", "random") for latent
+    actions, ("true", "shuffled") for the ground-truth-action control."""
+    return ("true", "shuffled") if str(r.get("actions", "")).startswith("ground truth") else ("inferred", "random")
+
+
+def _plot_delta_psnr(dp, path: Path, t_report: int, words: tuple[str, str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,8 +81,8 @@ def _plot_delta_psnr(dp, path: Path, t_report: int) -> None:
     T = dp.psnr_inferred_BT.shape[1]
     t = np.arange(1, T)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax1.plot(t, dp.psnr_inferred_BT[:, 1:].mean(0), "o-", label="inferred actions")
-    ax1.plot(t, dp.psnr_random_BT[:, 1:].mean(0), "s--", label="random actions")
+    ax1.plot(t, dp.psnr_inferred_BT[:, 1:].mean(0), "o-", label=f"{words[0]} actions")
+    ax1.plot(t, dp.psnr_random_BT[:, 1:].mean(0), "s--", label=f"{words[1]} actions")
     ax1.set(xlabel="t (frames after the prompt)", ylabel="PSNR (dB)", title="PSNR vs the real clip")
     ax1.legend()
     ax2.plot(t, dp.delta_T[1:], "o-", color="C2")
@@ -84,7 +90,7 @@ def _plot_delta_psnr(dp, path: Path, t_report: int) -> None:
     if 1 <= t_report < T:
         ax2.plot([t_report], [dp.delta_T[t_report]], "r*", ms=12, label=f"Δ_{t_report}PSNR = {dp.delta_T[t_report]:.2f}")
         ax2.legend()
-    ax2.set(xlabel="t", ylabel="ΔPSNR (dB)", title="ΔPSNR = PSNR(inferred) − PSNR(random)")
+    ax2.set(xlabel="t", ylabel="ΔPSNR (dB)", title=f"ΔPSNR = PSNR({words[0]}) − PSNR({words[1]})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -126,13 +132,14 @@ def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
         labels += [f"real {i}", f"recon {i}"]
     save_image(frame_grid(rows, labels=labels, scale=s), out / "recon.png")
 
-    _plot_delta_psnr(dp, out / "delta_psnr.png", ev.t_report)
+    words = _action_words(r)
+    _plot_delta_psnr(dp, out / "delta_psnr.png", ev.t_report, words)
     videos = [ev.clips_BTHW3, dp.frames_inferred_BTHW3[:n], dp.frames_random_BTHW3[:n]]
     save_gif(side_by_side_movie(videos, s), out / "rollouts.gif", fps=4)
     rows, labels = [], []
     for i in range(n):
         rows += [v[i] for v in videos]
-        labels += [f"real {i}", f"inferred {i}", f"random {i}"]
+        labels += [f"real {i}", f"{words[0]} {i}", f"{words[1]} {i}"]
     save_image(frame_grid(rows, labels=labels, scale=s), out / "rollouts.png")
 
     if ev.latent_grid is not None:  # (n, A, depth+1, H, W, 3)
@@ -178,12 +185,13 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
         v = r.get(key)
         return "n/a" if v is None else fmt.format(v)
 
+    gt = str(r.get("actions", "")).startswith("ground truth")
+    acts, base = _action_words(r)
     lines = [
         "# Genie evaluation",
         "",
         f"{r['clips']} clips of {r['frames']} frames; "
-        + ("the store's true actions (the ground-truth-action control)." if str(r.get("actions", "")).startswith("ground truth")
-           else f"{r['num_actions']} latent actions."),
+        + ("the store's true actions (the ground-truth-action control)." if gt else f"{r['num_actions']} latent actions."),
         "",
         "| metric | value |",
         "| --- | --- |",
@@ -191,18 +199,19 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
         f"| tokenizer reconstruction SSIM | {f('recon/ssim')} |",
         f"| tokens changed between frames (patches changed) | {f('tokens/changed')} ({f('tokens/patches_changed')}) |",
         f"| Δ_{t_report}PSNR (dB) | {f(f'delta_psnr/t{t_report}')} |",
-        f"| generation PSNR, inferred actions (dB, mean over t >= 1) | {f('gen/psnr_inferred', '{:.2f}')} |",
-        f"| generation PSNR, random actions (dB) | {f('gen/psnr_random', '{:.2f}')} |",
+        f"| generation PSNR, {acts} actions (dB, mean over t >= 1) | {f('gen/psnr_inferred', '{:.2f}')} |",
+        f"| generation PSNR, {base} actions (dB) | {f('gen/psnr_random', '{:.2f}')} |",
         f"| generation PSNR, first frame held, no motion (dB; the floor) | {f('gen/psnr_no_motion', '{:.2f}')} |",
-        f"| generation SSIM, inferred actions | {f('gen/ssim_inferred')} |",
+        f"| generation SSIM, {acts} actions | {f('gen/ssim_inferred')} |",
+    ] + ([] if gt else [
         f"| latent action perplexity (of {r['num_actions']}) | {f('latent/perplexity', '{:.2f}')} |",
         f"| NMI(latent action, discretised ground-truth action) | {f('latent/nmi')} |",
-    ]
+    ])
     if r.get("latent/nmi_note"):
         lines += ["", f"NMI: {r['latent/nmi_note']}."]
     if "fvd/inferred" in r:
-        lines += [f"| FVD, inferred actions ({r['fvd/videos']} videos) | {f('fvd/inferred', '{:.1f}')} |",
-                  f"| FVD, random actions | {f('fvd/random', '{:.1f}')} |"]
+        lines += [f"| FVD, {acts} actions ({r['fvd/videos']} videos) | {f('fvd/inferred', '{:.1f}')} |",
+                  f"| FVD, {base} actions | {f('fvd/random', '{:.1f}')} |"]
     if fvd_note is None:
         fvd_note = ("I3D Kinetics-400 logits, frames resized to 224x224; biased at small video counts: "
                     "compare only at equal counts." if "fvd/inferred" in r else "not computed (pass --fvd)")
@@ -210,16 +219,19 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
     curve = " ".join("—" if v is None else f"{v:.2f}" for v in r["delta_psnr/curve"])
     lines += ["## ΔPSNR over t", "", f"Δ_t PSNR for t = 0..{r['frames'] - 1}: {curve}", "",
               "![ΔPSNR](delta_psnr.png)", "",
-              "## Rollouts", "", ("Each row: real | generated from the inferred latent actions | generated from "
-                                  "random latent actions, all from the same first frame."), "", "![rollouts](rollouts.gif)", "",
-              "![rollouts](rollouts.png)", "",
-              "## Latent actions", "",
-              f"Start frame, then the frame after {depth} steps of each latent action (columns 0..{r['num_actions'] - 1}"
-              + (f", {GRID_COLUMNS} a row)." if r["num_actions"] > GRID_COLUMNS else ")."),
-              "", "![latent actions](latent_actions.png)", "",
-              "Every step: [latent_action_steps.png](latent_action_steps.png)"
-              + (f" (the {GRID_COLUMNS} most used actions)." if r["num_actions"] > GRID_COLUMNS else ""),
-              "", "![code usage](code_usage.png)", ""]
+              "## Rollouts", "",
+              (f"Each row: real | generated from the {'true' if gt else 'inferred latent'} actions | generated from "
+               f"{'the true actions shuffled across clips' if gt else 'random latent actions'}, all from the same "
+               "first frame."), "", "![rollouts](rollouts.gif)", "",
+              "![rollouts](rollouts.png)", ""]
+    if not gt:  # the control has no latent actions to picture
+        lines += ["## Latent actions", "",
+                  f"Start frame, then the frame after {depth} steps of each latent action (columns 0..{r['num_actions'] - 1}"
+                  + (f", {GRID_COLUMNS} a row)." if r["num_actions"] > GRID_COLUMNS else ")."),
+                  "", "![latent actions](latent_actions.png)", "",
+                  "Every step: [latent_action_steps.png](latent_action_steps.png)"
+                  + (f" (the {GRID_COLUMNS} most used actions)." if r["num_actions"] > GRID_COLUMNS else ""),
+                  "", "![code usage](code_usage.png)", ""]
     if nmi_table is not None:
         table, codes, labels = nmi_table
         by_code = {int(c): row for c, row in zip(codes, table)}

@@ -5,6 +5,7 @@ and the report of an evaluation whose NMI could not be computed."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,11 @@ def test_the_report_of_the_ground_truth_control_names_its_actions(tmp_path):
     write_report(ev, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "the store's true actions (the ground-truth-action control)." in md and "latent actions." not in md.splitlines()[2]
+    # its rows say which actions they are, and it links no latent-action pictures it cannot have
+    assert "| generation PSNR, true actions (dB, mean over t >= 1) |" in md and "| generation PSNR, shuffled actions (dB) |" in md
+    assert "inferred" not in md and "perplexity" not in md and "## Latent actions" not in md
+    linked = set(re.findall(r"\]\(([^)]+\.(?:png|gif))\)", md))
+    assert linked and linked <= {p.name for p in tmp_path.iterdir()}, linked
 
 
 @pytest.fixture(scope="module")
