@@ -130,8 +130,8 @@ class LatentActionConfig:
     # only the action can explain (needs pixel targets; with input="tokens" x_t's pixels are added).
     decoder_residual: bool = False
     # Which LAM: "st_transformer" (the paper's, fields above; latent_actions.py and its variants) or "conv"
-    # (conv_latent_actions.py): a conv encoder on (x_t, x_t+1, x_t+1 - x_t) -> FSQ with 2 levels per dim
-    # (|A| = 2 ** len(fsq_levels)) and a variance floor, and a conv U-Net decoder that sees x_t only,
+    # (conv_latent_actions.py): a conv encoder on (x_t, x_t+1, x_t+1 - x_t) -> FSQ on `fsq_levels`
+    # (|A| = their product) and a variance floor, and a conv U-Net decoder that sees x_t only,
     # the action entering every block by FiLM. Measured: NMI 0.41 where VQ collapsed to one code.
     kind: str = "st_transformer"
     channels: tuple[int, ...] = (32, 64, 64, 64)  # conv encoder, one stride-2 conv each
@@ -329,9 +329,10 @@ def preset(name: str) -> GenieConfig:
     if name == "cpu":
         # 64x64 frames, 8x8 = 64 tokens per frame: the dynamics model runs (steps + 1) single-frame
         # passes per generated frame, so tokens per frame set the rollout speed.
-        # Tokenizer: per-frame conv + FSQ (8, 5, 5, 5) = 1000 codes; LAM: conv + binary FSQ on 6 dims =
-        # 64 actions, trained on its own and frozen (docs/latent_actions.md has the measurements behind
-        # both: 8 actions, the paper's number, hold generation ~2 dB lower on this data).
+        # Tokenizer: per-frame conv + FSQ (8, 5, 5, 5) = 1000 codes; LAM: conv + FSQ (4, 4, 4) = 64
+        # actions (3 dims, 4 levels each: a direction and how far), trained on its own and frozen
+        # (docs/latent_actions.md has the measurements behind both: 8 actions, the paper's number, hold
+        # generation ~2 dB lower on this data; 64 sign-only codes (2,) * 6 say less than 64 with levels).
         # The transformer fields of the ST variants stay at their former `cpu` values for the ablations.
         tok = TokenizerConfig(
             resolution=(64, 64), patch=8, context=16,
@@ -343,7 +344,7 @@ def preset(name: str) -> GenieConfig:
             resolution=(64, 64), patch=16, context=16,
             encoder=TransformerConfig(128, 4, 4, 512), decoder=TransformerConfig(128, 4, 4, 512),
             quantizer=QuantizerConfig(num_codes=8, code_dim=32, dead_after=100),
-            kind="conv", channels=(32, 64, 64, 64), decoder_channels=(16, 32, 64), fsq_levels=(2,) * 6,
+            kind="conv", channels=(32, 64, 64, 64), decoder_channels=(16, 32, 64), fsq_levels=(4, 4, 4),
             var_floor=0.01,
         )
         dyn = DynamicsConfig(context=16, transformer=TransformerConfig(192, 6, 6, 768),

@@ -1,20 +1,22 @@
-"""Conv latent action model: discrete actions (64 in the `cpu` preset, 2^D) from pairs of frames, built so
-that it cannot collapse.
+"""Conv latent action model: discrete actions (64 in the `cpu` preset: FSQ (4, 4, 4)) from pairs of frames,
+built so that it cannot collapse.
 
 The default LAM (LatentActionConfig.kind = "conv"); the paper's ST-Transformer VQ-VAE is
 latent_actions.py. Each transition x_t -> x_t+1 (frames `frame_stride` store frames apart) on its own:
 
   encoder  4 stride-2 3x3 convs (GroupNorm, SiLU) on concat(x_t, x_t+1, x_t+1 - x_t) -> linear -> D
-           values -> FSQ with 2 levels per dim (the sign, straight-through): |A| = 2^D (D = 6: 64 actions);
+           values -> FSQ, `fsq_levels[d]` levels per dim (straight-through): |A| = their product
+           ((4, 4, 4): 64 actions, each dim a direction and how far; (2,) * D: the signs, 2^D actions);
            a variance floor keeps every dim in use (var_weight * relu(var_floor - batch variance));
   decoder  a conv U-Net on x_t ALONE, the action entering every residual block by FiLM, predicting
            x_t+1 - x_t (added to x_t). Without x_t+1 the decoder can only explain motion through the
-           action, and the D-bit bottleneck keeps appearance out of it.
+           action, and the few-bit bottleneck keeps appearance out of it.
 
 Why (../shared/FINDINGS.md, docs/latent_actions.md): with plain VQ the same network kept one code
 (NMI 0.00); with binary FSQ and the floor it used 6-7 of 8 codes, NMI 0.41 with the ground-truth
 motion, on this project's simulator at stride 3. 8 actions (D = 3, the paper's number) leave 22 % of a
-step's motion unsaid; 64 lift generation by ~1.2 dB (docs/default_model/README.md).
+step's motion unsaid; 64 lift generation by ~1.2 dB, and 64 with 4 levels a dim say more than 64 signs
+(docs/latent_actions.md).
 
 Convention (shared with the dynamics model): actions_BTm1[:, t] labels x_t -> x_t+1.
 Shapes: B batch, T frames, Tm1 = T-1 transitions, Z = B*(T-1) transitions flattened, H, W pixels, D action dims.
