@@ -185,8 +185,8 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
         v = r.get(key)
         return "n/a" if v is None else fmt.format(v)
 
-    gt = str(r.get("actions", "")).startswith("ground truth")
     acts, base = _action_words(r)
+    gt = acts == "true"
     lines = [
         "# Genie evaluation",
         "",
