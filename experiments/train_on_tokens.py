@@ -13,6 +13,7 @@ tokenizer and LAM with the new dynamics) that `genie-robot export --dynamics` an
         --out outputs/tokens/sim2000.npz
     python -m experiments.train_on_tokens train --tokens outputs/tokens/sim2000.npz --model default \\
         --out RUN --minutes 7 --width 320 --depth 8 --device cuda
+    python -m experiments.train_on_tokens train ... --warm-start --lr 2e-4 --warmup 100   # fine-tune --model's own
     experiments/gpu_dynamics.sh     # the prepared device run; its header says how to fetch the result
 
 Shapes: E episodes, F frames (all episodes concatenated), N tokens per frame, B batch, T window frames.
@@ -142,10 +143,11 @@ def _model_config(packed: dict, args: argparse.Namespace):
     from genie_robot.models.configs import GenieConfig, TransformerConfig
 
     cfg = GenieConfig.from_dict(json.loads(str(packed["config"])))
-    t = cfg.dynamics.transformer
-    width, depth = args.width or t.width, args.depth or t.depth
-    heads = args.heads or max(1, width // 32)
-    transformer = TransformerConfig(width=width, depth=depth, heads=heads, ffn_width=4 * width)
+    transformer = t = cfg.dynamics.transformer  # the bundle's, unless a size is given
+    if args.width or args.depth or args.heads:
+        width, depth = args.width or t.width, args.depth or t.depth
+        heads = args.heads or max(1, width // 32)
+        transformer = TransformerConfig(width=width, depth=depth, heads=heads, ffn_width=4 * width)
     dyn = dataclasses.replace(cfg.dynamics, transformer=transformer, mask_per=args.mask_per,
                               mask_rate=tuple(args.mask_rate), context_noise=args.context_noise)
     return dataclasses.replace(cfg, dynamics=dyn)
@@ -169,7 +171,14 @@ def train(args: argparse.Namespace) -> Path:
     cfg = _model_config(packed, args)
     stride, window = cfg.data.frame_stride, cfg.dynamics.context
     torch.manual_seed(args.seed)
-    model = DynamicsModel(cfg.dynamics).to(device)
+    model = DynamicsModel(cfg.dynamics)
+    if args.warm_start:  # fine-tune the bundle's own dynamics model instead of a fresh one
+        t = genie.cfg.dynamics.transformer
+        if cfg.dynamics.transformer != t:
+            raise SystemExit(f"error: --warm-start fine-tunes --model {args.model}'s dynamics model (width {t.width}, "
+                             f"depth {t.depth}, heads {t.heads}): leave --width/--depth/--heads unset or equal")
+        model.load_state_dict(genie.dynamics.state_dict())
+    model = model.to(device)
     table = torch.from_numpy(packed["action_table"]).to(device)
     train_w = TokenWindows(packed, "train", window, stride, device)
     val_w = TokenWindows(packed, "val", window, stride, device)
@@ -180,7 +189,8 @@ def train(args: argparse.Namespace) -> Path:
                        batch_size=args.batch, max_steps=args.steps or 10**9, lr=args.lr, min_lr=args.lr / 10,
                        warmup_steps=args.warmup, weight_decay=0.05, ema_decay=args.ema, seed=args.seed,
                        device=str(device), run_name=f"train_on_tokens-w{cfg.dynamics.transformer.width}"
-                                                    f"-d{cfg.dynamics.transformer.depth}")
+                                                    f"-d{cfg.dynamics.transformer.depth}"
+                                                    + ("-warm" if args.warm_start else ""))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
@@ -260,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--width", type=int, default=None, help="transformer width (default: the bundle's)")
     tr.add_argument("--depth", type=int, default=None, help="ST blocks (default: the bundle's)")
     tr.add_argument("--heads", type=int, default=None, help="attention heads (default: width / 32)")
+    tr.add_argument("--warm-start", action="store_true",
+                    help="start from --model's dynamics weights (its size) instead of a fresh model")
     tr.add_argument("--batch", type=int, default=64)
     tr.add_argument("--lr", type=float, default=6e-4)
     tr.add_argument("--warmup", type=int, default=300)

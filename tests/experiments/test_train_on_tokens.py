@@ -121,3 +121,20 @@ def test_train_refuses_a_pack_of_other_weights(packed, tmp_path):
     _, out = packed
     with pytest.raises(SystemExit, match="packed with other tokenizer/LAM weights"):
         main(["train", "--tokens", str(out), "--model", "default", "--out", str(tmp_path / "run"), "--steps", "1"])
+
+
+def test_warm_start_begins_from_the_bundles_dynamics(conv_bundle, packed, tmp_path):
+    """At learning rate 0 a warm-started run writes back the bundle's own dynamics weights (its size and
+    heads kept), so the weights it trains from are the bundle's; a size next to --warm-start is refused."""
+    _, out = packed
+    run = tmp_path / "run"
+    assert main(["train", "--tokens", str(out), "--model", conv_bundle, "--out", str(run), "--steps", "2",
+                 "--batch", "4", "--lr", "0", "--warm-start", "--device", "cpu"]) == 0
+    genie, _ = checkpoints.load_genie(run)
+    bundle = load_genie(conv_bundle)
+    assert genie.cfg.dynamics.transformer == bundle.cfg.dynamics.transformer
+    for k, v in bundle.dynamics.state_dict().items():
+        torch.testing.assert_close(genie.dynamics.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(SystemExit, match="--warm-start fine-tunes"):
+        main(["train", "--tokens", str(out), "--model", conv_bundle, "--out", str(tmp_path / "run2"), "--steps", "1",
+              "--width", "48", "--warm-start", "--device", "cpu"])
