@@ -4,8 +4,9 @@
 #   wide: a wider model (width 256, depth 8, 8.95 M parameters: 2.3x the shipped one's; bundle 42 MB,
 #         under the 50 MB limit) from scratch, lr 6e-4;
 #   warm: the shipped model's own dynamics fine-tuned (--warm-start), lr 2e-4.
-# Both at batch BATCH (default 128; the CPU runs: batch 8). The models are small enough that one alone
-# leaves the GPU mostly waiting on Python, so two side by side cost each little. Needs torch, numpy,
+# Both at batch BATCH (default 128; the CPU runs: batch 8). Side by side because models this small are
+# expected to leave an H200 waiting on Python most of the time (not yet measured: each run's log gives its
+# ms a step). MINUTES, STEPS (a fixed count instead), BATCH and DEVICE override. Needs torch, numpy,
 # safetensors, pyyaml and einops only, which that machine has. Checked here end to end on the CPU
 # (`DEVICE=cpu STEPS=2 bash experiments/gpu_dynamics.sh`): both checkpoints, split, hashes, unpack, export.
 #
