@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead of --minutes")
     tr.add_argument("--width", type=int, default=None, help="transformer width (default: the bundle's)")
     tr.add_argument("--depth", type=int, default=None, help="ST blocks (default: the bundle's)")
-    tr.add_argument("--heads", type=int, default=None, help="attention heads (default: the bundle's; width / 32 when a size is given)")
+    tr.add_argument("--heads", type=int, default=None,
+                    help="attention heads (default: the bundle's; width / 32 when a size is given)")
     tr.add_argument("--warm-start", action="store_true",
                     help="start from --model's dynamics weights (its size) instead of a fresh model")
     tr.add_argument("--batch", type=int, default=64)

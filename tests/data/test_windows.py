@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -137,7 +135,12 @@ def test_dataloader_workers_match_main_process(tiny_store):
     path = tiny_store(episodes=[6, 9, 7, 8, 10], resolution=(8, 8))
     ds = WindowDataset(path, split="all", window=4, stride=1, length=24, seed=11)
     ds[0]  # open in the parent first: forked workers must not reuse its handles
-    pickle.loads(pickle.dumps(ds))  # picklable for spawn-based workers
+    # spawn-based workers (the default on macOS and Windows) get the dataset pickled by torch itself
+    spawned = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, shuffle=False,
+                                          multiprocessing_context="spawn")
+    first = next(iter(spawned))
+    for i in range(4):
+        torch.testing.assert_close(first["frames"][i], ds[i]["frames"])
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, shuffle=False)
     batches = list(loader)
     assert len(batches) == 6
