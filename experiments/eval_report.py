@@ -8,8 +8,10 @@ module writes them up. The report folder holds report.md (metric table, pictures
 the pictures: recon.png (tokenizer reconstructions), latent_actions.png (same start frames, one column
 per latent action, `--depth` steps of it), latent_action_steps.png (the same, every step; at most 16
 actions, the most used), rollouts.gif and rollouts.png (real | inferred actions | random actions),
-delta_psnr.png (PSNR and ΔPSNR over t), code_usage.png. Everything is logged to MLflow
-(genie_robot/artifacts/tracking.py) as one run with the folder under the artifact path `report/`.
+delta_psnr.png (PSNR and ΔPSNR over t), code_usage.png, and, for an FSQ LAM whose levels read as
+directions (genie_robot/eval/latent_analysis.py), latent_directions.png (each direction's corner
+action). Everything is logged to MLflow (genie_robot/artifacts/tracking.py) as one run with the
+folder under the artifact path `report/`.
 
 Clips: one per episode of the split (the training run's `val_fraction`), the first `--frames` frames
 (default: the LAM's context), episodes too short are skipped. Latent actions for usage / NMI are
@@ -120,6 +122,7 @@ def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
     """Every picture, metrics.json and report.md of an evaluation under `out_dir` (created); returns
     the folder."""
     from genie_robot.data.preview import frame_grid, save_gif, save_image, side_by_side_movie
+    from genie_robot.eval import latent_analysis as la
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,6 +163,13 @@ def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
         steps_rows = [grid[i, a] for i in range(n) for a in shown]
         save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in shown], scale=s),
                    out / "latent_action_steps.png")
+    if ev.direction_codes is not None and ev.latent_grid is not None:  # each direction's corner code
+        grid, depth, dims = ev.latent_grid, ev.depth, len(ev.direction_codes).bit_length() - 1
+        rows = [np.concatenate([grid[i, :1, 0], grid[i, ev.direction_codes, depth]]) for i in range(n)]
+        image = frame_grid(rows, labels=[f"start {i}" for i in range(n)], scale=s)
+        names = [f"{la.direction_name(d, dims)} a={a}" for d, a in enumerate(ev.direction_codes)]
+        save_image(_column_header(image, [f"start {i}" for i in range(n)], ["start"] + names, W * s),
+                   out / "latent_directions.png")
     if "latent/usage" in r:
         _plot_usage(np.asarray(r["latent/usage"]), out / "code_usage.png",
                     f"latent action usage ({r['latent/transitions']} transitions)")
@@ -176,11 +186,12 @@ def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
 
     (out / "metrics.json").write_text(json.dumps(r, indent=2))
     _write_markdown(out / "report.md", r, t_report=ev.t_report, depth=ev.depth, nmi_table=ev.nmi_table,
-                    fvd_note=ev.fvd_note)
+                    fvd_note=ev.fvd_note, direction_codes=ev.direction_codes)
     return out
 
 
-def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table, fvd_note: str | None) -> None:
+def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table, fvd_note: str | None,
+                    direction_codes: list[int] | None = None) -> None:
     def f(key, fmt="{:.3f}"):
         v = r.get(key)
         return "n/a" if v is None else fmt.format(v)
@@ -245,6 +256,8 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
         unused = r["num_actions"] - len(used)
         lines += (["", f"{unused} of {r['num_actions']} latent actions were never inferred on these transitions."]
                   if unused else []) + [""]
+    if "latent/directions/usage" in r:
+        lines += _directions_section(r, depth, direction_codes)
     lines += ["## Reconstructions", "", "![reconstructions](recon.png)", ""]
     ood = r.get("ood") or {}
     if ood:
@@ -260,6 +273,31 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
             lines += [f"### {name}", "", "Rows: real | reconstruction | inferred actions | random actions.", "",
                       f"![{name}](ood_{name}.png)", "", f"![{name}](ood_{name}.gif)", ""]
     path.write_text("\n".join(lines))
+
+
+def _directions_section(r: dict, depth: int, direction_codes: list[int] | None) -> list[str]:
+    """The FSQ actions read as directions (the sign of each code dim; latent_analysis): usage, NMI, and
+    the picture of each direction's corner code."""
+    from genie_robot.eval import latent_analysis as la
+
+    usage = r["latent/directions/usage"]
+    M, dims = len(usage), len(usage).bit_length() - 1
+    nmi = r.get("latent/directions/nmi")
+    lines = [f"## The {r['num_actions']} latent actions as {M} directions", "",
+             (f"Each FSQ dim has an even number of levels, so its sign says which way and its level how far: "
+              f"the {r['num_actions']} actions read as {M} directions (the sign of each of the {dims} dims). "
+              f"Least used direction: {100 * r['latent/directions/min_usage']:.1f} % of transitions; "
+              f"perplexity {r['latent/directions/perplexity']:.2f} of {M}; NMI with the discretised ground-truth "
+              f"action {'n/a' if nmi is None else f'{nmi:.3f}'}."), "",
+             "| direction | signs | corner action | transitions |", "| --- | --- | --- | --- |"]
+    for d, u in enumerate(usage):
+        corner = "" if direction_codes is None else str(direction_codes[d])
+        lines.append(f"| {d} | {la.direction_name(d, dims)} | {corner} | {100 * u:.1f} % |")
+    if direction_codes is not None:
+        lines += ["", (f"Start frame, then the frame after {depth} steps of each direction's corner action (every "
+                       "dim at its extreme level: the largest move the model can say that way):"), "",
+                  "![latent directions](latent_directions.png)"]
+    return lines + [""]
 
 
 def _mlflow_metrics(results: dict) -> dict[str, float]:

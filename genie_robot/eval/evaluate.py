@@ -190,6 +190,8 @@ class Evaluation:
     latent_grid: np.ndarray | None = None   # (shown, A, depth+1, H, W, 3): latent_action_grid; None for a
                                             # ground-truth-action model
     nmi_table: tuple | None = None          # latent_analysis.contingency(codes, discretised actions)
+    direction_codes: list[int] | None = None  # FSQ actions read as directions: each one's corner code
+                                              # (latent_analysis.direction_corners), an index into latent_grid
     fvd_note: str | None = None             # why FVD was skipped
     ood_videos: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> evaluate_ood's videos
 
@@ -285,6 +287,16 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
             else:
                 results["latent/nmi"] = la.normalized_mutual_information(codes_all, labels_all)
             ev.nmi_table = la.contingency(codes_all, labels_all)
+        levels = genie.cfg.lam.fsq_levels if genie.cfg.lam.kind == "conv" else None
+        if la.has_directions(levels):  # FSQ actions with levels also read as 2^D directions
+            directions = la.fsq_directions(codes_all, levels)
+            d_usage = la.code_usage(directions, 2 ** len(levels))
+            results["latent/directions/usage"] = [float(u) for u in d_usage]
+            results["latent/directions/min_usage"] = float(d_usage.min())
+            results["latent/directions/perplexity"] = la.perplexity(d_usage)
+            if "latent/nmi" in results:
+                results["latent/directions/nmi"] = la.normalized_mutual_information(directions, labels_all)
+            ev.direction_codes = la.direction_corners(levels)
         stage_done()
 
     # FVD (optional: the I3D runs at 224x224 and is slow on a CPU)

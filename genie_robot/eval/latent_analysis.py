@@ -90,3 +90,50 @@ def normalized_mutual_information(codes: np.ndarray, labels: np.ndarray) -> floa
     nz = pxy > 0
     mi = float((pxy[nz] * np.log(pxy[nz] / outer[nz])).sum())
     return max(0.0, mi / ((h_c + h_g) / 2))
+
+
+# ---------------------------------------------------------------- FSQ actions read as directions
+# An FSQ code with an even number of levels per dim has no zero level: each dim says which way
+# (the lower or the upper half of its levels) and how far. The signs alone are a direction: with
+# levels (4, 4, 4), 64 actions read as 2^3 = 8 directions, each with 2 x 2 x 2 magnitudes.
+# Directions are indexed like codes: mixed radix (here binary), first dim most significant.
+
+
+def has_directions(levels) -> bool:
+    """Whether FSQ `levels` read as directions: every dim has an even number of levels, and more than
+    two somewhere (with levels of 2 only, each code already is a direction)."""
+    levels = () if levels is None else tuple(int(n) for n in levels)
+    return bool(levels) and all(n % 2 == 0 for n in levels) and max(levels) > 2
+
+
+def fsq_digits(codes: np.ndarray, levels) -> np.ndarray:
+    """FSQ code indices (any shape) -> (..., D) level of each dim (0 .. levels[d]-1)."""
+    levels = np.asarray(levels, np.int64)
+    radix = np.concatenate([np.cumprod(levels[::-1])[::-1][1:], [1]])
+    return (np.asarray(codes, np.int64)[..., None] // radix) % levels
+
+
+def fsq_directions(codes: np.ndarray, levels) -> np.ndarray:
+    """FSQ code indices (any shape) -> direction index in [0, 2^D): bit d (from the top) set when dim d
+    lies in the upper half of its levels."""
+    levels = np.asarray(levels, np.int64)
+    if not has_directions(levels):
+        raise ValueError(f"FSQ levels {tuple(levels)} do not read as directions: every dim needs an even "
+                         "number of levels (no zero level), and more than 2 somewhere")
+    upper = fsq_digits(codes, levels) >= levels // 2
+    return (upper * (1 << np.arange(len(levels))[::-1])).sum(-1)
+
+
+def direction_corners(levels) -> list[int]:
+    """The code index of each direction's corner (every dim at its extreme level), in direction order:
+    the largest move the LAM can say in that direction."""
+    levels = np.asarray(levels, np.int64)
+    D = len(levels)
+    radix = np.concatenate([np.cumprod(levels[::-1])[::-1][1:], [1]])
+    bits = (np.arange(2**D)[:, None] >> np.arange(D)[::-1]) & 1  # (2^D, D)
+    return [int(v) for v in ((bits * (levels - 1)) * radix).sum(1)]
+
+
+def direction_name(direction: int, dims: int) -> str:
+    """'+-+': the sign of each dim, first dim first."""
+    return "".join("+" if (direction >> (dims - 1 - d)) & 1 else "-" for d in range(dims))

@@ -56,6 +56,27 @@ def test_code_usage_and_perplexity():
         la.code_usage(np.array([8]), 8)
 
 
+def test_fsq_actions_read_as_the_signs_of_their_dims():
+    """Directions (latent_analysis) agree with the FSQ module's own code values: the sign of each dim,
+    first dim most significant; each direction's corner code sits at +-1 in every dim."""
+    from genie_robot.models.quantizer import FSQ
+
+    for levels in [(4, 4, 4), (2, 6, 4)]:
+        values_VD = FSQ(levels).embeddings().numpy()
+        D = len(levels)
+        expected = ((values_VD > 0) * (1 << np.arange(D)[::-1])).sum(1)
+        np.testing.assert_array_equal(la.fsq_directions(np.arange(len(values_VD)), levels), expected)
+        corners = la.direction_corners(levels)
+        assert len(corners) == 2**D
+        np.testing.assert_array_equal(la.fsq_directions(np.array(corners), levels), np.arange(2**D))
+        assert np.all(np.abs(values_VD[corners]) == 1.0)
+    assert la.direction_name(0b101, 3) == "+-+" and la.direction_name(0, 2) == "--"
+    assert la.has_directions((4, 4, 4)) and not la.has_directions((2, 2, 2)) and not la.has_directions((5, 4))
+    assert not la.has_directions(None)
+    with pytest.raises(ValueError, match="even number of levels"):
+        la.fsq_directions(np.arange(8), (8, 5))
+
+
 def test_discretise_actions():
     a = np.array([[0.0, 0.0, 0.0, 0.0], [0.5, -0.9, 0.1, 1.0], [0.05, 0.0, -0.02, -1.0], [0, 0, 0.3, 0]], np.float32)
     assert list(la.discretise_actions(a)) == ["still", "-y open", "still close", "+z"]

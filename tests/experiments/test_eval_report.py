@@ -60,6 +60,68 @@ def test_the_report_says_why_nmi_is_missing(tmp_path):
             "latent_action_steps.png", "code_usage.png"} <= {p.name for p in tmp_path.iterdir()}
 
 
+def test_the_report_reads_fsq_actions_with_levels_as_directions(tmp_path):
+    """A conv LAM with FSQ (4, 4): 16 actions, also reported as 4 directions (usage, NMI, corner picture)."""
+    import dataclasses
+
+    import torch
+
+    from experiments.eval_report import write_report
+    from genie_robot.eval.evaluate import evaluate_model
+    from genie_robot.models.configs import preset
+    from genie_robot.models.genie import Genie
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    cfg = dataclasses.replace(cfg, lam=dataclasses.replace(cfg.lam, kind="conv", fsq_levels=(4, 4)))
+    genie = Genie(cfg).eval().requires_grad_(False)
+    T, (H, W) = genie.cfg.lam.context, genie.cfg.tokenizer.resolution
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (2, T, H, W, 3), dtype=np.uint8)
+    actions = [rng.normal(size=(T, 4)).astype(np.float32) for _ in range(2)]
+    with torch.no_grad():
+        ev = evaluate_model(genie, clips, episode_frames=list(clips), episode_actions=actions, show=2, depth=1)
+    m = ev.metrics
+    assert m["num_actions"] == 16 and ev.direction_codes == [0, 3, 12, 15]
+    assert sum(m["latent/directions/usage"]) == pytest.approx(1.0) and len(m["latent/directions/usage"]) == 4
+    assert m["latent/directions/min_usage"] == pytest.approx(min(m["latent/directions/usage"]))
+    assert 0.0 <= m["latent/directions/nmi"] <= 1.0
+    # the directions are a coarsening of the codes: their usage sums the codes' usage
+    usage = np.asarray(m["latent/usage"]).reshape(2, 2, 2, 2)  # dim 0 (lower, upper half), level, dim 1 ...
+    np.testing.assert_allclose(m["latent/directions/usage"], usage.sum((1, 3)).reshape(-1), atol=1e-12)
+    write_report(ev, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## The 16 latent actions as 4 directions" in md and "| 3 | ++ | 15 |" in md
+    assert "latent_directions.png" in md
+    from PIL import Image
+
+    s = -(-96 // H)  # eval_report enlarges frames to at least 96 px
+    w, h = Image.open(tmp_path / "latent_directions.png").size
+    assert h > 2 * H * s and w > 5 * W * s  # 2 start rows (and a header), start + 4 directions
+
+
+def test_the_report_of_a_sign_code_lam_has_no_directions(tmp_path):
+    """FSQ (2, 2, 2): every action already is a direction, so the report adds nothing."""
+    import dataclasses
+
+    import torch
+
+    from experiments.eval_report import write_report
+    from genie_robot.eval.evaluate import evaluate_model
+    from genie_robot.models.configs import preset
+    from genie_robot.models.genie import Genie
+
+    cfg = preset("tiny")
+    genie = Genie(dataclasses.replace(cfg, lam=dataclasses.replace(cfg.lam, kind="conv"))).eval()
+    T, (H, W) = genie.cfg.lam.context, genie.cfg.tokenizer.resolution
+    clips = np.random.default_rng(0).integers(0, 256, (1, T, H, W, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ev = evaluate_model(genie, clips, show=1, depth=1)
+    write_report(ev, tmp_path)
+    assert ev.direction_codes is None and "latent/directions/usage" not in ev.metrics
+    assert not (tmp_path / "latent_directions.png").exists() and "directions" not in (tmp_path / "report.md").read_text()
+
+
 def test_the_report_of_the_ground_truth_control_names_its_actions(tmp_path):
     """A model conditioned on the store's actions has no latent actions to count."""
     import dataclasses
