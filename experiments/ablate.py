@@ -6,7 +6,10 @@
 A plain loop over the YAML's variants (each a set of model overrides, never a fork of the code):
   1. its tokenizer is trained (`training.train.train`, stage 1) unless a variant before it already
      trained one with the same tokenizer config: variants that do not change the tokenizer share one;
-  2. stage 2 (LAM + dynamics) is trained with the same step budget, batch, data and seed;
+  2. a conv LAM (`model.lam.kind: conv`, the default model's) is trained on its own first (`lam_steps`,
+     `lam_train` overrides; shared like the tokenizer by variants that keep it) and frozen; then stage
+     2 (dynamics, and the paper's ST-Transformer LAM jointly with it) is trained with the same step
+     budget, batch, data and seed;
   3. it is evaluated on held-out episodes: tokenizer PSNR (encode + decode), ΔPSNR at t = 4 and FVD
      (real Kinetics-400 I3D; "n/a" when its weights are not installed) of rollouts driven by the
      latent actions inferred from the real clips, peak memory and training throughput;
@@ -82,6 +85,8 @@ class Sweep:
     seed: int = 0
     isolate: bool = True
     budget_note: str = ""
+    lam_steps: int = 0  # a conv LAM's own stage (a conv LAM cannot train jointly with the dynamics)
+    lam_train: dict = field(default_factory=dict)  # TrainConfig keys of that stage over `train` (window 2, ...)
 
 
 EVAL_DEFAULTS = {"clips": 32, "frames": 16, "dpsnr_t": 4, "fvd": True, "split": "val"}
@@ -93,7 +98,7 @@ def load_sweep(path: str | Path) -> Sweep:
     except FileNotFoundError:
         raise AblationError(f"sweep config {path} not found (see experiments/configs/ablations/small.yaml)") from None
     known = {"preset", "model", "train", "tokenizer_steps", "dynamics_steps", "eval", "variants", "experiment",
-             "seed", "isolate", "budget_note"}
+             "seed", "isolate", "budget_note", "lam_steps", "lam_train"}
     unknown = set(d) - known
     if unknown:
         raise AblationError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -116,7 +121,8 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(preset=d.get("preset", "cpu"), model=d.get("model") or {}, train=d.get("train") or {},
                  tokenizer_steps=int(d.get("tokenizer_steps", 400)), dynamics_steps=int(d.get("dynamics_steps", 300)),
                  eval=ev, variants=variants, experiment=d.get("experiment", "genie-robot-ablations"),
-                 seed=int(d.get("seed", 0)), isolate=bool(d.get("isolate", True)), budget_note=d.get("budget_note", ""))
+                 seed=int(d.get("seed", 0)), isolate=bool(d.get("isolate", True)), budget_note=d.get("budget_note", ""),
+                 lam_steps=int(d.get("lam_steps", 0)), lam_train=d.get("lam_train") or {})
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -127,33 +133,38 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def stage_config(sweep: Sweep, variant: Variant, stage: str, *, stores: list[str], run_dir: Path,
-                 tracking_uri: str, tokenizer: str | None = None):
-    """The TrainConfig of one stage of one variant: the shared settings, the variant's model overrides."""
+                 tracking_uri: str, tokenizer: str | None = None, lam: str | None = None):
+    """The TrainConfig of one stage ("tokenizer", "lam" or "dynamics") of one variant: the shared
+    settings, the variant's model overrides."""
     from training.configs import TrainConfig
 
     model = _merge(sweep.model, variant.model)
-    if stage == "tokenizer":  # stage 1 records only what it trains, so variants that keep it share it
-        model = {k: v for k, v in model.items() if k == "tokenizer"}
-    d = {**sweep.train, "stage": stage, "preset": sweep.preset, "model": model,
-         "stores": list(stores), "run_dir": str(run_dir), "tracking_uri": tracking_uri, "seed": sweep.seed,
-         "max_steps": sweep.tokenizer_steps if stage == "tokenizer" else sweep.dynamics_steps,
-         "experiment": f"{sweep.experiment}-stages", "run_name": f"{variant.name}-{stage}"}
+    if stage in ("tokenizer", "lam"):  # a stage on its own records only what it trains: variants that keep it share it
+        model = {k: v for k, v in model.items() if k == stage}
+    steps = {"tokenizer": sweep.tokenizer_steps, "lam": sweep.lam_steps}.get(stage, sweep.dynamics_steps)
+    d = {**sweep.train, **(sweep.lam_train if stage == "lam" else {}), "stage": stage, "preset": sweep.preset,
+         "model": model, "stores": list(stores), "run_dir": str(run_dir), "tracking_uri": tracking_uri,
+         "seed": sweep.seed, "max_steps": steps, "experiment": f"{sweep.experiment}-stages",
+         "run_name": f"{variant.name}-{stage}"}
     if tokenizer is not None:
         d["tokenizer"] = tokenizer
+    if lam is not None:
+        d["lam"] = lam
     try:
         return TrainConfig.from_dict(d)
     except ValueError as exc:
         raise AblationError(f"variant {variant.name}, stage {stage}: {exc}") from None
 
 
-def tokenizer_key(cfg) -> str:
-    """Variants share a tokenizer when this matches: its model config and everything that trains it."""
+def stage_key(cfg) -> str:
+    """Variants share a stage trained on its own (tokenizer, conv LAM) when this matches: the config of
+    the model it trains and everything that trains it."""
     from training.train import resolve_model_config
 
     t = cfg.to_dict()
     for k in ("run_dir", "run_name", "tokenizer", "tracking_uri", "experiment", "model"):
         t.pop(k, None)
-    blob = json.dumps({"model": resolve_model_config(cfg).to_dict()["tokenizer"], "train": t}, sort_keys=True)
+    blob = json.dumps({"model": resolve_model_config(cfg).to_dict()[cfg.stage], "train": t}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -201,7 +212,7 @@ def _run_metrics(tracking_uri: str, run_id: str | None) -> dict[str, float]:
 
     client = MlflowClient(tracking_uri=tracking_uri)
     run = client.get_run(run_id)
-    out = {k: float(v) for k, v in run.data.metrics.items() if k.startswith(("val/", "train/"))}
+    out = {k: float(v) for k, v in run.data.metrics.items() if k.startswith(("val/", "train/", "monitor/"))}
     fps = [m.value for m in sorted(client.get_metric_history(run_id, "perf/frames_per_s"), key=lambda m: m.step)]
     if fps:
         out["frames_per_s"] = float(np.median(fps[3:] if len(fps) > 6 else fps))
@@ -311,6 +322,7 @@ def evaluate_variant(dynamics_final: str, sweep: Sweep, stores: list[str], val_f
     data = load_clips(stores[0], resolution=tuple(genie.cfg.tokenizer.resolution), frames=int(ev["frames"]),
                       split=ev["split"], episodes=int(ev["clips"]), val_fraction=val_fraction, stride=stride)
     clips = data["clips"]  # every `stride`-th frame, as the variant was trained
+    labels = _clip_motion_classes(data, clips.shape[1], stride)
     t0 = time.perf_counter()
     with torch.no_grad():
         rec = tokenizer_reconstruction(genie.tokenizer, torch.from_numpy(clips))
@@ -323,6 +335,10 @@ def evaluate_variant(dynamics_final: str, sweep: Sweep, stores: list[str], val_f
         "rollout_psnr_random": float(np.nanmean(dp.psnr_random_BT[:, 1:])),
         "actions_used": int(len(np.unique(dp.actions_inferred_BT))),
     }
+    if labels is not None:  # the eval's NMI: latent actions vs the discretised true action of each transition
+        from genie_robot.eval.latent_analysis import normalized_mutual_information
+
+        out["nmi"] = normalized_mutual_information(np.asarray(dp.actions_inferred_BT), labels)
     out["dpsnr"] = out[f"dpsnr_t{ev['dpsnr_t']}"]
     out["fvd"] = None
     if ev.get("fvd", True):
@@ -335,6 +351,22 @@ def evaluate_variant(dynamics_final: str, sweep: Sweep, stores: list[str], val_f
         out["fvd_note"] = "n/a (fvd: false in the sweep config)"
     out["eval_s"] = time.perf_counter() - t0
     return out
+
+
+def _clip_motion_classes(data: dict, frames: int, stride: int) -> np.ndarray | None:
+    """(B, frames-1) motion class of each clip transition (latent_analysis.discretise_actions of the
+    store's actions summed over the stride), or None for a store without xyz actions."""
+    from genie_robot.eval.latent_analysis import discretise_actions
+
+    store = data["store"]
+    if store.action is None or store.action.shape[-1] < 3:
+        return None
+    rows = []
+    for e in data["episodes"]:
+        start, _ = store.episode_bounds(int(e))
+        acts = store.read("action", start, start + (frames - 1) * stride)
+        rows.append(discretise_actions(np.add.reduceat(acts, np.arange(0, len(acts), stride), axis=0)))
+    return np.stack(rows)
 
 
 # ------------------------------------------------------------------------------------------ MLflow
@@ -378,7 +410,8 @@ def flat_metrics(r: dict) -> dict[str, float | None]:
         "dynamics_train_frames_per_s": d["metrics"].get("frames_per_s"),
         "tokenizer_params": float(r["params"]["tokenizer"]), "lam_params": float(r["params"]["lam"]),
         "dynamics_params": float(r["params"]["dynamics"]),
-        "dynamics_val_loss": d["metrics"].get("val/dynamics/loss"), "lam_val_mse": d["metrics"].get("val/lam/mse"),
+        "dynamics_val_loss": d["metrics"].get("val/dynamics/loss"), "lam_val_mse": lam_metric(r, "mse"),
+        "lam_action_sensitivity": lam_metric(r, "action_sensitivity"), "nmi": e.get("nmi"),
         "tokenizer_val_psnr": t["metrics"].get("val/psnr"),
     }
 
@@ -397,6 +430,13 @@ def run_sweep(sweep: Sweep, *, stores: list[str], out: Path, tracking_uri: str, 
     if done and not resume:
         raise AblationError(f"{out} already holds results ({', '.join(done)}); pass --resume to continue the "
                             "sweep (finished variants are skipped), or choose another --out")
+    conv_lam = {v.name: resolve_model_config(stage_config(sweep, v, "dynamics", stores=stores, run_dir=out,
+                                                          tracking_uri=tracking_uri)).lam.kind == "conv"
+                for v in sweep.variants}
+    if any(conv_lam.values()) and sweep.lam_steps < 1:
+        raise AblationError(f"variants {', '.join(n for n, c in conv_lam.items() if c)} have a conv LAM, which trains "
+                            "on its own before stage 2: set lam_steps (and lam_train: {window: 2, ...}) in the sweep "
+                            "config, or model.lam.kind: st_transformer for the paper's LAM")
     real = RealFeatures(out)
     results = {}
     for i, v in enumerate(sweep.variants):
@@ -409,13 +449,10 @@ def run_sweep(sweep: Sweep, *, stores: list[str], out: Path, tracking_uri: str, 
             results[v.name] = json.loads(result_path.read_text())
             continue
         print(f"[{i + 1}/{len(sweep.variants)}] {v.name} ({v.label})", flush=True)
-        tok_cfg = stage_config(sweep, v, "tokenizer", stores=stores, run_dir=out, tracking_uri=tracking_uri)
-        tok_dir = out / "tokenizers" / tokenizer_key(tok_cfg)
-        tok_cfg.run_dir = str(tok_dir)
-        tok_cfg.run_name = f"tokenizer-{tokenizer_key(tok_cfg)}"
-        tok = run_stage(tok_cfg, resume=resume, isolate=sweep.isolate)
+        tok, tok_dir = _shared_stage(sweep, v, "tokenizer", stores, out, tracking_uri, resume)
+        lam, lam_dir = _shared_stage(sweep, v, "lam", stores, out, tracking_uri, resume) if conv_lam[v.name] else (None, None)
         dyn_cfg = stage_config(sweep, v, "dynamics", stores=stores, run_dir=vdir / "dynamics",
-                               tracking_uri=tracking_uri, tokenizer=tok["final"])
+                               tracking_uri=tracking_uri, tokenizer=tok["final"], lam=lam and lam["final"])
         dyn = run_stage(dyn_cfg, resume=resume, isolate=sweep.isolate)
         model_cfg = resolve_model_config(dyn_cfg)
         cost = model_cost(model_cfg)
@@ -423,7 +460,8 @@ def run_sweep(sweep: Sweep, *, stores: list[str], out: Path, tracking_uri: str, 
         result = {
             "name": v.name, "label": v.label, "groups": v.groups, "paper": v.paper, "model": v.model,
             "tokenizer_attention": model_cfg.tokenizer.attention, "lam_input": model_cfg.lam.input,
-            "num_actions": model_cfg.lam.num_actions,
+            "lam_kind": model_cfg.lam.kind, "num_actions": model_cfg.lam.num_actions, "lam": lam,
+            "lam_dir": lam_dir and str(lam_dir),
             "params": {k: cost[k]["params"] for k in ("tokenizer", "lam", "dynamics")},
             "budget": budget(sweep, dyn_cfg), "tokenizer": tok, "dynamics": dyn, "eval": ev,
             "tokenizer_dir": str(tok_dir), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -438,6 +476,22 @@ def run_sweep(sweep: Sweep, *, stores: list[str], out: Path, tracking_uri: str, 
     return results
 
 
+def _shared_stage(sweep: Sweep, v: Variant, stage: str, stores: list[str], out: Path, tracking_uri: str,
+                  resume: bool) -> tuple[dict, Path]:
+    """Train a tokenizer or a conv LAM under <out>/<stage>s/<stage_key> unless an earlier variant did."""
+    cfg = stage_config(sweep, v, stage, stores=stores, run_dir=out, tracking_uri=tracking_uri)
+    key = stage_key(cfg)
+    cfg.run_dir, cfg.run_name = str(out / f"{stage}s" / key), f"{stage}-{key}"
+    return run_stage(cfg, resume=resume, isolate=sweep.isolate), Path(cfg.run_dir)
+
+
+def lam_metric(result: dict, name: str) -> float | None:
+    """A LAM validation metric ("mse", "action_sensitivity") of a variant: from its own stage (conv LAM)
+    or from stage 2, where the paper's LAM trains with the dynamics."""
+    own = (result.get("lam") or {}).get("metrics", {})
+    return own.get(f"val/{name}", result["dynamics"]["metrics"].get(f"val/lam/{name}"))
+
+
 def source_commit() -> str:
     """The code's commit: $GENIE_SOURCE_COMMIT when the sweep runs from an exported copy of the tree
     (so that edits to a shared checkout during a long sweep cannot change the code halfway)."""
@@ -448,7 +502,7 @@ def source_commit() -> str:
 
 def budget(sweep: Sweep, cfg) -> dict:
     window = cfg.window
-    return {"tokenizer_steps": sweep.tokenizer_steps, "dynamics_steps": sweep.dynamics_steps,
+    return {"tokenizer_steps": sweep.tokenizer_steps, "dynamics_steps": sweep.dynamics_steps, "lam_steps": sweep.lam_steps,
             "batch_size": cfg.batch_size, "window": window, "seed": sweep.seed,
             "tokenizer_frames": sweep.tokenizer_steps * cfg.batch_size * (window or 0),
             "dynamics_frames": sweep.dynamics_steps * cfg.batch_size * (window or 0)}
@@ -532,9 +586,9 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
         return {"fvd": e.get("fvd"), "dpsnr": e.get("dpsnr"), "psnr": e.get("tokenizer_psnr"),
                 "tok_mem": _mem(tk), "tok_fps": tk["metrics"].get("frames_per_s"),
                 "dyn_fps": dy["metrics"].get("frames_per_s"), "dyn_mem": _mem(dy),
-                "dyn_loss": dy["metrics"].get("val/dynamics/loss"), "lam_mse": dy["metrics"].get("val/lam/mse"),
-                "lam_sens": dy["metrics"].get("val/lam/action_sensitivity"), "lam_used": e.get("actions_used"),
-                "params": res["params"]}
+                "dyn_loss": dy["metrics"].get("val/dynamics/loss"), "lam_mse": lam_metric(res, "mse"),
+                "lam_sens": lam_metric(res, "action_sensitivity"), "lam_used": e.get("actions_used"),
+                "nmi": e.get("nmi"), "params": res["params"]}
 
     lines = [
         "# Ablations on robot video: latent action input, tokenizer architecture, dynamics scaling",
@@ -557,6 +611,10 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
         "independently), `full` C-ViViT (every token of this and earlier frames, causal by frame). The "
         "paper's variants also differ a little in size (ViT 230M, C-ViViT 225M, ST-ViViT 205M parameters); "
         "here they are equal. The runtime's ONNX graphs support only `st` and `pixels` and say so.",
+        "- **Latent action model kind** (`model.lam.kind`): `st_transformer`, the paper's LAM, trains jointly "
+        "with the dynamics in stage 2; `conv`, the default model's (a conv encoder on frame pairs, FSQ with a "
+        "variance floor, a FiLM U-Net decoder that sees x_t only; docs/latent_actions.md), trains on its own "
+        "first and is frozen for stage 2, shared by the variants that keep it.",
         "- **Scaling**: dynamics widths at a fixed tokenizer (the baseline's), LAM and data; the paper's "
         "Figure 9 shape is final training loss falling as parameters grow.",
         "",
@@ -566,18 +624,22 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
     any_res = next(iter(r.values()), None)
     if any_res:
         b = any_res["budget"]
+        lams = {x["lam_dir"]: x["lam"] for x in r.values() if x.get("lam")}  # shared stages counted once
+        lam_note = (f"; a conv LAM {b['lam_steps']} steps on its own ({sweep.lam_train or 'the same settings'})"
+                    if lams else "")
         lines += [
-            f"- Every variant: tokenizer {b['tokenizer_steps']} steps and stage 2 (LAM + dynamics) "
-            f"{b['dynamics_steps']} steps at batch {b['batch_size']} x {b['window']} frames "
-            f"({b['tokenizer_frames']:,} and {b['dynamics_frames']:,} training frames), seed {b['seed']}, "
-            f"the same store and episode split; variants that keep the tokenizer share one.",
+            f"- Every variant: tokenizer {b['tokenizer_steps']} steps and stage 2 (dynamics, and the paper's LAM "
+            f"with it) {b['dynamics_steps']} steps at batch {b['batch_size']} x {b['window']} frames "
+            f"({b['tokenizer_frames']:,} and {b['dynamics_frames']:,} training frames){lam_note}, seed {b['seed']}, "
+            f"the same store and episode split; variants that keep the tokenizer (or the LAM) share one.",
         ]
         stages = {x["tokenizer_dir"]: x["tokenizer"] for x in r.values()}  # shared tokenizers counted once
-        train_s = sum(t.get("wall_s", 0) for t in stages.values()) + sum(x["dynamics"].get("wall_s", 0) for x in r.values())
+        train_s = sum(t.get("wall_s", 0) for t in [*stages.values(), *lams.values()]) \
+            + sum(x["dynamics"].get("wall_s", 0) for x in r.values())
         eval_s = sum(x["eval"].get("eval_s", 0) for x in r.values())
         lines += [f"- Measured cost of the {len(r)} finished variants: {train_s / 60:.1f} min of training "
-                  f"({len(stages)} tokenizers, {len(r)} stage-2 runs) and {eval_s / 60:.1f} min of evaluation, "
-                  "one thread each, on a machine shared with other jobs."]
+                  f"({len(stages)} tokenizers, {len(lams)} conv LAMs, {len(r)} stage-2 runs) and "
+                  f"{eval_s / 60:.1f} min of evaluation, one thread each, on a machine shared with other jobs."]
     else:
         lines += [f"- Every variant: tokenizer {sweep.tokenizer_steps} steps, stage 2 {sweep.dynamics_steps} steps, "
                   f"seed {sweep.seed} (no results yet)."]
@@ -608,18 +670,22 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
 
     # LAM input table
     lines += ["## Latent action model input (paper Table 2, robotics)", "",
-              f"| variant | FVD | {t_key} | LAM val MSE | latent actions used | action sensitivity | stage-2 frames/s | "
+              f"| variant | FVD | {t_key} | LAM val MSE | latent actions used | action sensitivity | NMI | stage-2 frames/s | "
               "paper FVD | paper ΔPSNR |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for v in by_group["lam"]:
         c = row_cells(v)
         used = c.get("lam_used")
         lines.append(f"| {v.label} | {_fmt(c.get('fvd'), 1)} | {_fmt(c.get('dpsnr'), 3)} | {_fmt(c.get('lam_mse'), 4)} | "
                      f"{'n/a' if used is None else f'{used} of {sweep_actions(r.get(v.name))}'} | {_fmt(c.get('lam_sens'), 3)} | "
-                     f"{_fmt(c.get('dyn_fps'), 1)} | {_fmt(_paper(v, 'fvd', 'lam'), 1)} | {_fmt(_paper(v, 'dpsnr', 'lam'))} |")
+                     f"{_fmt(c.get('nmi'), 3)} | {_fmt(c.get('dyn_fps'), 1)} | {_fmt(_paper(v, 'fvd', 'lam'), 1)} | "
+                     f"{_fmt(_paper(v, 'dpsnr', 'lam'))} |")
     lines += ["", "Latent actions used: distinct actions the LAM infers on the evaluation clips. Action sensitivity: "
               "the LAM decoder's validation MSE with the batch's actions shuffled over its MSE with the true ones "
-              "(~1.0: the decoder ignores the action, the LAM has collapsed; see latent_actions.py).", ""]
+              "(~1.0: the decoder ignores the action, the LAM has collapsed; see latent_actions.py). NMI: the "
+              "inferred latent actions of the evaluation clips against the discretised ground-truth action of each "
+              "transition (genie_robot/eval/latent_analysis.py; 0: they say nothing about the robot's motion). "
+              "Stage-2 frames/s: a frozen conv LAM trains nothing there, so its stage 2 is faster.", ""]
     lines += ["![LAM input](images/ablations_lam.png)" if "lam" in pictures else "", ""]
 
     lines += ["## Tokenizer architecture (paper Table 3, platformers)", "",
@@ -675,7 +741,7 @@ def sweep_actions(result: dict | None) -> str:
 def findings(sweep: Sweep, results: dict[str, dict]) -> list[str]:
     """Plain statements comparing our orderings with the paper's, computed from the numbers."""
     out = []
-    sens = {n: x["dynamics"]["metrics"].get("val/lam/action_sensitivity") for n, x in results.items()}
+    sens = {n: lam_metric(x, "action_sensitivity") for n, x in results.items()}
     collapsed = [n for n, v in sens.items() if v is not None and v < 1.05]
     if collapsed:
         out.append(f"- **The latent action model collapsed in {len(collapsed)} of {len(sens)} variants** "
@@ -686,6 +752,16 @@ def findings(sweep: Sweep, results: dict[str, dict]) -> list[str]:
                    "orderings below are within noise. FVD then mostly measures the tokenizer and the "
                    "dynamics model's unconditional prediction.")
     lam = [v for v in sweep.variants if "lam" in v.groups and v.name in results]
+    kinds: dict[str, dict] = {}
+    for v in lam:
+        kinds.setdefault(results[v.name].get("lam_kind", "st_transformer"), results[v.name])
+    if {"conv", "st_transformer"} <= set(kinds):
+        c, p = kinds["conv"]["eval"], kinds["st_transformer"]["eval"]
+        out.append(f"- LAM kind: the conv FSQ LAM {_fmt(c['dpsnr'], 3)} dB ΔPSNR, NMI {_fmt(c.get('nmi'), 3)}; the paper's "
+                   f"ST-Transformer LAM {_fmt(p['dpsnr'], 3)} dB, NMI {_fmt(p.get('nmi'), 3)} (first of each kind in the "
+                   "LAM table): the paper has no conv LAM to compare with; docs/latent_actions.md has why the default "
+                   "model uses it.")
+    lam = [v for v in lam if results[v.name].get("lam_kind", "st_transformer") == "st_transformer"]
     pix = next((v for v in lam if results[v.name]["lam_input"] == "pixels"), None)
     tok = next((v for v in lam if results[v.name]["lam_input"] == "tokens"), None)
     if pix and tok:

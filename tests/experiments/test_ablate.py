@@ -21,9 +21,9 @@ def _summary_runs(tracking_uri, experiment):
     return client.search_runs([exp.experiment_id]) if exp else []
 
 
-@pytest.mark.slow  # ~25 s: 3 tokenizers + 5 stage-2 runs of 3 steps, 5 evaluations with I3D
+@pytest.mark.slow  # ~30 s: 3 tokenizers, a conv LAM, 6 stage-2 runs of 3 steps, 6 evaluations with I3D
 def test_sweep_runs_resumes_and_reports(tiny_store, tmp_path, capsys):
-    store = tiny_store(episodes=6, length=12)
+    store = tiny_store(episodes=6, length=12, action_dim=4)
     out, docs = tmp_path / "abl", tmp_path / "docs" / "ablations.md"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["ablate", "--config", TINY, "--store", store, "--out", str(out), "--docs", str(docs), "--tracking-uri", uri]
@@ -38,7 +38,15 @@ def test_sweep_runs_resumes_and_reports(tiny_store, tmp_path, capsys):
     assert results["lam_tokens"]["tokenizer_dir"] == results["st_pixels"]["tokenizer_dir"] == results["dyn_w16"]["tokenizer_dir"]
     assert {n: (r["tokenizer_attention"], r["lam_input"]) for n, r in results.items()} == {
         "st_pixels": ("st", "pixels"), "vit": ("spatial", "pixels"), "cvivit": ("full", "pixels"),
-        "lam_tokens": ("st", "tokens"), "dyn_w16": ("st", "pixels")}
+        "lam_tokens": ("st", "tokens"), "dyn_w16": ("st", "pixels"), "conv_lam": ("st", "pixels")}
+    # the conv LAM trains on its own first (once), then stage 2 trains only the dynamics on it, frozen
+    assert len(list((out / "lams").iterdir())) == 1 and results["conv_lam"]["lam_dir"] == str(next((out / "lams").iterdir()))
+    assert {n: r["lam_kind"] for n, r in results.items()}["conv_lam"] == "conv"
+    conv = results["conv_lam"]
+    assert "val/mse" in conv["lam"]["metrics"] and "val/lam/mse" not in conv["dynamics"]["metrics"]
+    assert ablate.lam_metric(conv, "mse") == conv["lam"]["metrics"]["val/mse"]
+    assert ablate.lam_metric(results["st_pixels"], "mse") == results["st_pixels"]["dynamics"]["metrics"]["val/lam/mse"]
+    assert all(r["lam"] is None for n, r in results.items() if n != "conv_lam")
     assert results["dyn_w16"]["params"]["dynamics"] < results["st_pixels"]["params"]["dynamics"]
     for r in results.values():
         e = r["eval"]
@@ -47,6 +55,7 @@ def test_sweep_runs_resumes_and_reports(tiny_store, tmp_path, capsys):
         assert e["fvd"] is not None and e["fvd"] > 0, e.get("fvd_note")  # the real I3D is installed in CI
         assert r["dynamics"]["metrics"]["frames_per_s"] > 0 and "val/dynamics/loss" in r["dynamics"]["metrics"]
         assert r["budget"]["dynamics_steps"] == 3 and r["budget"]["seed"] == 0
+        assert 0.0 <= e["nmi"] <= 1.0  # the store's 4-dim actions, discretised
 
     runs = _summary_runs(uri, sweep.experiment)
     assert sorted(run.data.tags["variant"] for run in runs) == sorted(results)
@@ -58,6 +67,7 @@ def test_sweep_runs_resumes_and_reports(tiny_store, tmp_path, capsys):
     assert "| 136.4 | 2.07 |" in text and "| 257.8 | 1.65 |" in text  # Table 2
     assert "| 81.4 | 1.66 | 0.9 |" in text  # the baseline row of Table 3 carries Table 3's numbers
     assert "agrees with the paper" in text and "Not run yet" not in text
+    assert "| conv FSQ LAM | " in text and "- LAM kind: the conv FSQ LAM" in text and "1 conv LAMs" in text
     for name in ("lam", "tokenizer", "scaling"):
         assert (docs.parent / "images" / f"ablations_{name}.png").stat().st_size > 1000
 
@@ -95,7 +105,7 @@ def test_isolated_stage_reports_its_own_peak_memory(tiny_store, tmp_path):
 
 def test_tokenizer_key_is_shared_only_by_variants_that_keep_the_tokenizer(tmp_path):
     sweep = ablate.load_sweep(TINY)
-    keys = {v.name: ablate.tokenizer_key(ablate.stage_config(sweep, v, "tokenizer", stores=["s"], run_dir=tmp_path,
+    keys = {v.name: ablate.stage_key(ablate.stage_config(sweep, v, "tokenizer", stores=["s"], run_dir=tmp_path,
                                                              tracking_uri="sqlite:///x.db"))
             for v in sweep.variants}
     assert keys["st_pixels"] == keys["lam_tokens"] == keys["dyn_w16"]
@@ -106,11 +116,14 @@ def test_report_only_without_results_and_config_errors(tmp_path, capsys):
     docs = tmp_path / "d" / "ablations.md"
     assert main(["ablate", "--config", TINY, "--out", str(tmp_path / "none"), "--report-only", "--docs", str(docs)]) == 0
     text = docs.read_text()
-    assert "Not run yet: st_pixels, vit, cvivit, lam_tokens, dyn_w16" in text and "| n/a |" in text
+    assert "Not run yet: st_pixels, vit, cvivit, lam_tokens, dyn_w16, conv_lam" in text and "| n/a |" in text
     bad = tmp_path / "bad.yaml"
     bad.write_text("variants: [{name: a, paper: [table9]}]\n")
     assert main(["ablate", "--config", str(bad), "--out", str(tmp_path / "o"), "--store", "x"]) == 2
     assert "paper keys" in capsys.readouterr().err
+    bad.write_text("preset: tiny\nvariants: [{name: a, model: {lam: {kind: conv}}}]\n")  # no lam_steps
+    assert main(["ablate", "--config", str(bad), "--out", str(tmp_path / "o"), "--store", "x"]) == 2
+    assert "variants a have a conv LAM" in capsys.readouterr().err
     bad.write_text("variantz: []\n")
     assert main(["ablate", "--config", str(bad), "--out", str(tmp_path / "o"), "--store", "x"]) == 2
     assert "unknown keys" in capsys.readouterr().err
