@@ -526,6 +526,10 @@ def _fmt(x, nd=2) -> str:
     return f"{x:.{nd}f}"
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def _mem(stage: dict) -> str:
     """'peak (+growth)' MB: peak RSS of the stage's process and how far it rose over the RSS at its start
     (after importing torch), which is the part the model, optimiser and data account for."""
@@ -625,8 +629,9 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
     if any_res:
         b = any_res["budget"]
         lams = {x["lam_dir"]: x["lam"] for x in r.values() if x.get("lam")}  # shared stages counted once
-        lam_note = (f"; a conv LAM {b['lam_steps']} steps on its own ({sweep.lam_train or 'the same settings'})"
-                    if lams else "")
+        lt = {**sweep.train, **sweep.lam_train}
+        lam_note = (f"; a conv LAM {b['lam_steps']} steps on its own at batch {lt.get('batch_size')} x "
+                    f"{lt.get('window')} frames" if lams else "")
         lines += [
             f"- Every variant: tokenizer {b['tokenizer_steps']} steps and stage 2 (dynamics, and the paper's LAM "
             f"with it) {b['dynamics_steps']} steps at batch {b['batch_size']} x {b['window']} frames "
@@ -638,7 +643,8 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
             + sum(x["dynamics"].get("wall_s", 0) for x in r.values())
         eval_s = sum(x["eval"].get("eval_s", 0) for x in r.values())
         lines += [f"- Measured cost of the {len(r)} finished variants: {train_s / 60:.1f} min of training "
-                  f"({len(stages)} tokenizers, {len(lams)} conv LAMs, {len(r)} stage-2 runs) and "
+                  f"({_count(len(stages), 'tokenizer')}, {_count(len(lams), 'conv LAM')}, "
+                  f"{_count(len(r), 'stage-2 run')}) and "
                   f"{eval_s / 60:.1f} min of evaluation, one thread each, on a machine shared with other jobs."]
     else:
         lines += [f"- Every variant: tokenizer {sweep.tokenizer_steps} steps, stage 2 {sweep.dynamics_steps} steps, "
@@ -669,7 +675,7 @@ def write_report(sweep: Sweep, results: dict[str, dict], docs: Path, *, command:
     ]
 
     # LAM input table
-    lines += ["## Latent action model input (paper Table 2, robotics)", "",
+    lines += ["## Latent action model: input and kind (paper Table 2, robotics)", "",
               f"| variant | FVD | {t_key} | LAM val MSE | latent actions used | action sensitivity | NMI | stage-2 frames/s | "
               "paper FVD | paper ΔPSNR |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -743,7 +749,15 @@ def findings(sweep: Sweep, results: dict[str, dict]) -> list[str]:
     out = []
     sens = {n: lam_metric(x, "action_sensitivity") for n, x in results.items()}
     collapsed = [n for n, v in sens.items() if v is not None and v < 1.05]
-    if collapsed:
+    if collapsed and len(collapsed) < len(sens):
+        kept = {n: v for n, v in sens.items() if n not in collapsed and v is not None}
+        out.append(f"- **The latent action model collapsed in {len(collapsed)} of {len(sens)} variants** "
+                   f"({', '.join(collapsed)}: validation action sensitivity < 1.05, i.e. its decoder predicts the "
+                   "next frame as well without the action), so their latent actions carry (almost) no control "
+                   "information and their ΔPSNR and FVD measure mostly the tokenizer and the dynamics model's "
+                   "unconditional prediction. It did not collapse in the others (action sensitivity "
+                   f"{', '.join(f'{n} {v:.2f}' for n, v in kept.items())}).")
+    elif collapsed:
         out.append(f"- **The latent action model collapsed in {len(collapsed)} of {len(sens)} variants** "
                    f"({', '.join(collapsed)}: validation action sensitivity < 1.05, i.e. its decoder predicts the "
                    "next frame as well without the action). At this budget consecutive simulator frames differ "

@@ -67,7 +67,7 @@ def test_sweep_runs_resumes_and_reports(tiny_store, tmp_path, capsys):
     assert "| 136.4 | 2.07 |" in text and "| 257.8 | 1.65 |" in text  # Table 2
     assert "| 81.4 | 1.66 | 0.9 |" in text  # the baseline row of Table 3 carries Table 3's numbers
     assert "agrees with the paper" in text and "Not run yet" not in text
-    assert "| conv FSQ LAM | " in text and "- LAM kind: the conv FSQ LAM" in text and "1 conv LAMs" in text
+    assert "| conv FSQ LAM | " in text and "- LAM kind: the conv FSQ LAM" in text and "1 conv LAM," in text
     for name in ("lam", "tokenizer", "scaling"):
         assert (docs.parent / "images" / f"ablations_{name}.png").stat().st_size > 1000
 
