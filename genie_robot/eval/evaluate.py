@@ -289,14 +289,15 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
             ev.nmi_table = la.contingency(codes_all, labels_all)
         levels = genie.cfg.lam.fsq_levels if genie.cfg.lam.kind == "conv" else None
         if la.has_directions(levels):  # FSQ actions with levels also read as 2^D directions
-            directions = la.fsq_directions(codes_all, levels)
+            values_VD = genie.lam.action_embeddings().float().cpu().numpy()
+            directions = la.code_directions(values_VD)[codes_all]
             d_usage = la.code_usage(directions, 2 ** len(levels))
             results["latent/directions/usage"] = [float(u) for u in d_usage]
             results["latent/directions/min_usage"] = float(d_usage.min())
             results["latent/directions/perplexity"] = la.perplexity(d_usage)
             if "latent/nmi" in results:
                 results["latent/directions/nmi"] = la.normalized_mutual_information(directions, labels_all)
-            ev.direction_codes = la.direction_corners(levels)
+            ev.direction_codes = la.direction_corners(values_VD)
         stage_done()
 
     # FVD (optional: the I3D runs at 224x224 and is slow on a CPU)

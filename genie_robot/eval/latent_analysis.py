@@ -94,9 +94,10 @@ def normalized_mutual_information(codes: np.ndarray, labels: np.ndarray) -> floa
 
 # ---------------------------------------------------------------- FSQ actions read as directions
 # An FSQ code with an even number of levels per dim has no zero level: each dim says which way
-# (the lower or the upper half of its levels) and how far. The signs alone are a direction: with
-# levels (4, 4, 4), 64 actions read as 2^3 = 8 directions, each with 2 x 2 x 2 magnitudes.
-# Directions are indexed like codes: mixed radix (here binary), first dim most significant.
+# (the sign of its value) and how far. The signs alone are a direction: with levels (4, 4, 4), 64
+# actions read as 2^3 = 8 directions, each with 2 x 2 x 2 magnitudes. Read from the code values
+# themselves (the LAM's `action_embeddings()`, FSQ.embeddings: (V, D) in [-1, 1], in code order), so
+# the code order is the quantizer's. Direction d sets bit D-1-i when dim i is positive.
 
 
 def has_directions(levels) -> bool:
@@ -106,32 +107,20 @@ def has_directions(levels) -> bool:
     return bool(levels) and all(n % 2 == 0 for n in levels) and max(levels) > 2
 
 
-def fsq_digits(codes: np.ndarray, levels) -> np.ndarray:
-    """FSQ code indices (any shape) -> (..., D) level of each dim (0 .. levels[d]-1)."""
-    levels = np.asarray(levels, np.int64)
-    radix = np.concatenate([np.cumprod(levels[::-1])[::-1][1:], [1]])
-    return (np.asarray(codes, np.int64)[..., None] // radix) % levels
+def code_directions(values_VD: np.ndarray) -> np.ndarray:
+    """(V, D) code values, none zero -> (V,) direction of each code in [0, 2^D)."""
+    v = np.asarray(values_VD, np.float64)
+    if np.any(v == 0):
+        raise ValueError("a code value of 0 has no sign: FSQ levels must all be even to read as directions")
+    return ((v > 0) * (1 << np.arange(v.shape[1])[::-1])).sum(1)
 
 
-def fsq_directions(codes: np.ndarray, levels) -> np.ndarray:
-    """FSQ code indices (any shape) -> direction index in [0, 2^D): bit d (from the top) set when dim d
-    lies in the upper half of its levels."""
-    levels = np.asarray(levels, np.int64)
-    if not has_directions(levels):
-        raise ValueError(f"FSQ levels {tuple(levels)} do not read as directions: every dim needs an even "
-                         "number of levels (no zero level), and more than 2 somewhere")
-    upper = fsq_digits(codes, levels) >= levels // 2
-    return (upper * (1 << np.arange(len(levels))[::-1])).sum(-1)
-
-
-def direction_corners(levels) -> list[int]:
-    """The code index of each direction's corner (every dim at its extreme level), in direction order:
+def direction_corners(values_VD: np.ndarray) -> list[int]:
+    """The code of each direction's corner (every dim at +-1, its extreme level), in direction order:
     the largest move the LAM can say in that direction."""
-    levels = np.asarray(levels, np.int64)
-    D = len(levels)
-    radix = np.concatenate([np.cumprod(levels[::-1])[::-1][1:], [1]])
-    bits = (np.arange(2**D)[:, None] >> np.arange(D)[::-1]) & 1  # (2^D, D)
-    return [int(v) for v in ((bits * (levels - 1)) * radix).sum(1)]
+    v = np.asarray(values_VD, np.float64)
+    corner = np.flatnonzero(np.all(np.abs(v) == 1.0, axis=1))
+    return [int(c) for c in corner[np.argsort(code_directions(v[corner]))]]
 
 
 def direction_name(direction: int, dims: int) -> str:

@@ -65,16 +65,17 @@ def test_fsq_actions_read_as_the_signs_of_their_dims():
         values_VD = FSQ(levels).embeddings().numpy()
         D = len(levels)
         expected = ((values_VD > 0) * (1 << np.arange(D)[::-1])).sum(1)
-        np.testing.assert_array_equal(la.fsq_directions(np.arange(len(values_VD)), levels), expected)
-        corners = la.direction_corners(levels)
+        np.testing.assert_array_equal(la.code_directions(values_VD), expected)
+        corners = la.direction_corners(values_VD)
         assert len(corners) == 2**D
-        np.testing.assert_array_equal(la.fsq_directions(np.array(corners), levels), np.arange(2**D))
+        np.testing.assert_array_equal(la.code_directions(values_VD)[corners], np.arange(2**D))
         assert np.all(np.abs(values_VD[corners]) == 1.0)
+    assert la.direction_corners(FSQ((4, 4, 4)).embeddings().numpy()) == [0, 3, 12, 15, 48, 51, 60, 63]
     assert la.direction_name(0b101, 3) == "+-+" and la.direction_name(0, 2) == "--"
     assert la.has_directions((4, 4, 4)) and not la.has_directions((2, 2, 2)) and not la.has_directions((5, 4))
     assert not la.has_directions(None)
-    with pytest.raises(ValueError, match="even number of levels"):
-        la.fsq_directions(np.arange(8), (8, 5))
+    with pytest.raises(ValueError, match="levels must all be even"):
+        la.code_directions(FSQ((8, 5)).embeddings().numpy())
 
 
 def test_discretise_actions():
