@@ -894,6 +894,8 @@ def train(cfg: TrainConfig, stage: Stage | None = None, train_set=None, val_set=
         pbar.close()
         tracker.finish(status)
         if info.world > 1 and dist.is_initialized():
+            if status == "FINISHED":  # leave together: rank 0 may still be logging artifacts (a rank that tore
+                dist.barrier()        # its gloo group down first aborted once at exit, "terminate called")
             dist.destroy_process_group()
 
 
