@@ -1,10 +1,11 @@
 """`genie-ros-demo`: the whole ROS 2 chain without a robot, written as a GIF.
 
 Starts two real node processes (what a launch file would do; the PyPI ROS wheels have no `launch`):
-`genie-camera-replay-node` plays a store episode as a camera, `genie-world-model-node` takes its
-prompt from that camera; this process is the client: it sends N latent actions on
-`~/latent_action`, collects the frames published on `~/imagined_image` over DDS, and writes them as a
-GIF (camera frame | imagined frames) with the step latencies it saw.
+`genie-camera-replay-node` plays a store episode as a camera, `genie-world-model-node` listens to
+that camera; this process is the client: it prompts the node with the camera's latest frame on
+`~/prompt`, sends N latent actions on `~/latent_action`, collects the frames published on
+`~/imagined_image` over DDS, and writes them as a GIF (camera frame | imagined frames) with the step
+latencies it saw.
 
     genie-ros-demo --store outputs/demo/sim.zarr --out outputs/demo/ros_imagined.gif
     genie-ros-demo --store data/sim.zarr --episode 3 --actions 0,0,5,5,2,2 --model bundles/cpu
@@ -88,12 +89,12 @@ def run(args: argparse.Namespace) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     imagined_q: queue.Queue = queue.Queue()
-    camera: list = []
+    camera: list = [None]  # the camera's latest frame
     node.create_subscription(Image, f"{ns}/genie_world_model/imagined_image",
                              lambda m: imagined_q.put((time.perf_counter(), m)), qos_from_string("reliable:50"))
-    node.create_subscription(Image, camera_topic, lambda m: camera.append(m) if not camera else None,
-                             qos_from_string("sensor_data"))
+    node.create_subscription(Image, camera_topic, lambda m: camera.__setitem__(0, m), qos_from_string("sensor_data"))
     pub = node.create_publisher(UInt8, f"{ns}/genie_world_model/latent_action", qos_from_string("reliable"))
+    prompt_pub = node.create_publisher(Image, f"{ns}/genie_world_model/prompt", qos_from_string("reliable"))
     spinning = True
 
     def spin():
@@ -106,29 +107,32 @@ def run(args: argparse.Namespace) -> int:
     thread.start()
     try:
         # Prompt: once the node is up (the first run of a weight-only bundle exports its ONNX graphs first,
-        # about a minute), ~/reset re-prompts it from the camera's latest frame and it publishes that as
-        # frame 0. Asking for it, rather than catching the node's own first prompt, cannot lose a frame
-        # published before DDS matched this subscriber.
-        from std_srvs.srv import Trigger
+        # about a minute), send it the camera's latest frame on ~/prompt; it publishes that frame as frame 0
+        # with the camera's stamp. The node also prompts itself from the first camera frame it sees, and
+        # that frame 0 may reach this client at any time before ours: frame 0 is the one carrying our
+        # prompt's stamp, and every later frame must be stamped after it (imagined frame k: + k / fps).
+        from ros_nodes.conversions import to_ns
 
-        reset = node.create_client(Trigger, f"{ns}/genie_world_model/reset")
         deadline = time.monotonic() + args.timeout
         prompt_msg = None
         while prompt_msg is None:
             _alive(procs, "the world-model node to start")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no prompt after {args.timeout:.0f} s (--timeout)")
-            if not reset.wait_for_service(timeout_sec=0.5) or pub.get_subscription_count() < 1:
+            sent = camera[0]
+            if sent is None or pub.get_subscription_count() < 1 or prompt_pub.get_subscription_count() < 1:
+                time.sleep(0.2)
                 continue
-            while not imagined_q.empty():
-                imagined_q.get_nowait()
-            answer = reset.call_async(Trigger.Request())
-            while not answer.done() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if answer.done() and answer.result().success:
-                _, prompt_msg = _take(imagined_q, time.monotonic() + 30, "the prompt frame (frame 0)", procs)
-            else:
-                time.sleep(0.2)  # no camera frame yet
+            prompt_pub.publish(sent)
+            wait_until = min(deadline, time.monotonic() + 10)  # then send it again (best-effort QoS)
+            while prompt_msg is None and time.monotonic() < wait_until:
+                try:
+                    _, msg = _take(imagined_q, min(deadline, time.monotonic() + 1.0), "the prompt frame", procs)
+                except TimeoutError:
+                    continue
+                if to_ns(msg.header.stamp) == to_ns(sent.header.stamp):
+                    prompt_msg = msg
+        prompt_ns = to_ns(prompt_msg.header.stamp)
         frames = [image_to_rgb(prompt_msg)]
         stamps = [prompt_msg.header.stamp.sec + 1e-9 * prompt_msg.header.stamp.nanosec]
         latency_ms = []
@@ -136,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             pub.publish(UInt8(data=a))
             t1, msg = _take(imagined_q, time.monotonic() + 60, f"imagined frame {k}", procs)
+            while to_ns(msg.header.stamp) <= prompt_ns:  # a late frame 0 (the node's own prompt, a resend)
+                t1, msg = _take(imagined_q, time.monotonic() + 60, f"imagined frame {k}", procs)
             latency_ms.append(1e3 * (t1 - t0))
             frames.append(image_to_rgb(msg))
             stamps.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
