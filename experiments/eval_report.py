@@ -258,6 +258,8 @@ def _write_markdown(path: Path, r: dict, *, t_report: int, depth: int, nmi_table
                   if unused else []) + [""]
     if "latent/directions/usage" in r:
         lines += _directions_section(r, depth, direction_codes)
+    if "latent/motion/consistency" in r:
+        lines += _motion_section(r)
     lines += ["## Reconstructions", "", "![reconstructions](recon.png)", ""]
     ood = r.get("ood") or {}
     if ood:
@@ -297,6 +299,48 @@ def _directions_section(r: dict, depth: int, direction_codes: list[int] | None) 
         lines += ["", (f"Start frame, then the frame after {depth} steps of each direction's corner action (every "
                        "dim at its extreme level: the largest move the model can say that way):"), "",
                   "![latent directions](latent_directions.png)"]
+    return lines + [""]
+
+
+def _motion_section(r: dict) -> list[str]:
+    """Which way each action (each direction's corner code, or each code) moves the picture, and the
+    real video the LAM labels with it (genie_robot/eval/motion.py)."""
+    from genie_robot.eval import latent_analysis as la
+    from genie_robot.eval.motion import arrow
+
+    def num(v, fmt="{:.2f}"):
+        return "n/a" if v is None else fmt.format(v)
+
+    def move(m, px):
+        return "n/a" if px is None or m[0] is None else f"{arrow(m)} {px:.1f} px"
+
+    g = {k.removeprefix("latent/motion/"): v for k, v in r.items() if k.startswith("latent/motion/")}
+    directions = "latent/directions/usage" in r
+    dims = len(g["actions"]).bit_length() - 1
+    name = "direction" if directions else "action"
+    still = ", ".join((la.direction_name(k, dims) if directions else str(g["actions"][k])) for k in g["still"])
+    lines = [f"## Which way each {name} moves the arm", "",
+             (f"Optical flow (genie_robot/eval/motion.py) of each {name}"
+              + ("'s corner action" if directions else "") + f" rolled out from the first frame of each of the "
+              f"{g['starts']} clips, against the held-out real transitions the LAM labels with it. Consistency: "
+              "how much the first imagined step moves the same way from every start frame (1 = all the same way, "
+              f"about {np.sqrt(np.pi / (4 * g['starts'])):.2f} at random); over {g['steps']} steps: the same for "
+              "the whole path; agreement: cosine between the imagined and the real mean move. Moves are the "
+              "magnitude-weighted mean flow of the pixels that move, per model step, as an arrow in the picture "
+              "(↑ = up)."), "",
+             (f"Least consistent {name} that moves: {num(g['min_consistency'])}; least agreement: "
+              f"{num(g['min_agreement'])}."
+              + (f" Still (the mean of its real transitions' moves is under a pixel: they go no one way, so "
+                 f"which way it moves is noise): {still}." if still else "")), "",
+             f"| {name} | " + ("corner action | " if directions else "")
+             + f"consistency | over {g['steps']} steps | imagined move | real move (transitions) | agreement |",
+             "| --- |" + (" --- |" if directions else "") + " --- | --- | --- | --- | --- |"]
+    for k, a in enumerate(g["actions"]):
+        label = f"{la.direction_name(k, dims)} | {a}" if directions else str(a)
+        lines.append(f"| {label} | {num(g['consistency'][k])} | {num(g['path_consistency'][k])} | "
+                     f"{move(g['imagined_move'][k], g['imagined_px'][k])} | "
+                     f"{move(g['real_move'][k], g['real_px'][k])} ({g['real_transitions'][k]}) | "
+                     f"{num(g['agreement'][k])} |")
     return lines + [""]
 
 

@@ -153,16 +153,19 @@ def infer_episode_actions(lam, frames_THW3: np.ndarray, context: int) -> np.ndar
 
 
 
-def latent_action_grid(genie, starts_BHW3, *, depth: int = 3, seed: int = 0, **sampling) -> np.ndarray:
+def latent_action_grid(genie, starts_BHW3, *, depth: int = 3, seed: int = 0, actions: list[int] | None = None,
+                       **sampling) -> np.ndarray:
     """From each start frame, `depth` steps of each latent action repeated -> uint8 (B, A, depth+1, H, W, 3)
-    (index 0 along the steps is the start frame). One batched rollout of B * A streams."""
+    (index 0 along the steps is the start frame). `actions`: only these, in this order (A = their
+    number); default every one. One batched rollout of B * A streams."""
     from genie_robot.runtime.world_model import WorldModel
 
     starts = np.asarray(starts_BHW3)
     B = starts.shape[0]
-    A = genie.cfg.dynamics.num_actions
+    chosen = np.arange(genie.cfg.dynamics.num_actions) if actions is None else np.asarray(actions, np.int64)
+    A = len(chosen)
     prompt = np.repeat(starts, A, 0)[:, None]  # (B*A, 1, H, W, 3): start b, action a at row b*A + a
-    actions_BT = np.tile(np.arange(A), B)[:, None].repeat(depth, 1)
+    actions_BT = np.tile(chosen, B)[:, None].repeat(depth, 1)
     was_training = genie.training
     try:
         imagined = WorldModel.from_genie(genie, seed=seed, **sampling).rollout(prompt, actions_BT)
@@ -173,6 +176,8 @@ def latent_action_grid(genie, starts_BHW3, *, depth: int = 3, seed: int = 0, **s
 
 
 # ------------------------------------------------------------------------------------------ the run
+
+MOTION_MAX_ACTIONS = 16  # the motion table covers every code of a LAM with at most this many
 
 
 @dataclass
@@ -222,14 +227,16 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
     ground_truth = genie.cfg.dynamics.action_source == "ground_truth"
 
     # One tick per stage, on a terminal only (disable=None): FVD and --ood take tens of seconds each.
-    stages = ["reconstruction", "rollouts"] + ([] if ground_truth else ["latent actions"]) \
+    stages = ["reconstruction", "rollouts"] + ([] if ground_truth else ["latent actions", "action motion"]) \
         + (["FVD"] if fvd else []) + [f"ood {name}" for name in (ood or {})]
     progress = tqdm(total=len(stages), desc="eval", unit="stage", disable=None, leave=False)
 
     def stage_done():
         progress.update()
         if progress.n < len(stages):
-            progress.set_postfix_str(stages[progress.n])
+            progress.set_postfix_str(stages[progress.n])  # refreshes: every stage is shown, however fast
+        else:
+            progress.refresh()
 
     progress.set_postfix_str(stages[0])
 
@@ -265,7 +272,8 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
         # Latent actions: usage over whole episodes, NMI with the discretised ground truth
         codes, gt = [], []
         lam_context = genie.cfg.lam.context
-        for e, frames in enumerate(episode_frames if episode_frames is not None else list(clips_BTHW3)):
+        real_episodes = episode_frames if episode_frames is not None else list(clips_BTHW3)
+        for e, frames in enumerate(real_episodes):
             acts = infer_episode_actions(genie.lam, frames, lam_context)
             codes.append(acts)
             if episode_actions is not None and episode_actions[e] is not None:
@@ -298,6 +306,25 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
             if "latent/nmi" in results:
                 results["latent/directions/nmi"] = la.normalized_mutual_information(directions, labels_all)
             ev.direction_codes = la.direction_corners(values_VD)
+        stage_done()
+
+        # Which way each action moves the picture from every clip's first frame, and the real video
+        # the LAM labels with it (motion.py): each direction's corner code, or each code of a LAM
+        # with few enough for a table.
+        from . import motion as mo
+
+        if ev.direction_codes is not None:
+            motion_actions, group_of_code = ev.direction_codes, la.code_directions(values_VD)
+        elif A <= MOTION_MAX_ACTIONS:
+            motion_actions, group_of_code = list(range(A)), np.arange(A)
+        else:
+            motion_actions = None
+        if motion_actions is not None:
+            grid = latent_action_grid(genie, clips_BTHW3[:, 0], depth=depth, seed=seed, actions=motion_actions)
+            real_moves = np.concatenate([mo.step_moves(f[: len(c) + 1]) for f, c in zip(real_episodes, codes)])
+            motion = mo.action_motion(grid, real_moves, group_of_code[codes_all])
+            results.update({f"latent/motion/{k}": v for k, v in motion.items()})
+            results["latent/motion/actions"] = [int(a) for a in motion_actions]
         stage_done()
 
     # FVD (optional: the I3D runs at 224x224 and is slow on a CPU)

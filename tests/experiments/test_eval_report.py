@@ -93,6 +93,17 @@ def test_the_report_reads_fsq_actions_with_levels_as_directions(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## The 16 latent actions as 4 directions" in md and "| 3 | ++ | 15 |" in md
     assert "latent_directions.png" in md
+    # which way each direction's corner action moves the picture, from each clip's first frame
+    assert m["latent/motion/actions"] == [0, 3, 12, 15] and m["latent/motion/starts"] == 2
+    assert m["latent/motion/steps"] == 1 and sum(m["latent/motion/real_transitions"]) == 2 * (T - 1)
+    assert all(c is None or 0.0 <= c <= 1.0 + 1e-9 for c in m["latent/motion/consistency"])
+    assert "## Which way each direction moves the arm" in md
+    assert md.count("\n| -+ | 3 |") == 1 and md.count("\n| ++ | 15 |") == 1  # a row per direction
+
+    def strict(constant):
+        raise AssertionError(f"metrics.json holds {constant}: not JSON")
+
+    json.loads((tmp_path / "metrics.json").read_text(), parse_constant=strict)  # None where nothing was measured
     from PIL import Image
 
     s = -(-96 // H)  # eval_report enlarges frames to at least 96 px
@@ -101,7 +112,8 @@ def test_the_report_reads_fsq_actions_with_levels_as_directions(tmp_path):
 
 
 def test_the_report_of_a_sign_code_lam_has_no_directions(tmp_path):
-    """FSQ (2, 2, 2): every action already is a direction, so the report adds nothing."""
+    """FSQ (2, 2, 2): every action already is a direction, so the report has no directions section;
+    the motion table has a row per action."""
     import dataclasses
 
     import torch
@@ -119,7 +131,11 @@ def test_the_report_of_a_sign_code_lam_has_no_directions(tmp_path):
         ev = evaluate_model(genie, clips, show=1, depth=1)
     write_report(ev, tmp_path)
     assert ev.direction_codes is None and "latent/directions/usage" not in ev.metrics
-    assert not (tmp_path / "latent_directions.png").exists() and "directions" not in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "latent_directions.png").exists() and "directions" not in md
+    A = genie.cfg.dynamics.num_actions
+    assert ev.metrics["latent/motion/actions"] == list(range(A)) and "## Which way each action moves the arm" in md
+    assert "| action | consistency |" in md and all(f"\n| {a} | " in md for a in range(A))
 
 
 def test_the_report_of_the_ground_truth_control_names_its_actions(tmp_path):
@@ -295,9 +311,9 @@ def test_eval_shows_its_stages_on_a_terminal_and_is_quiet_otherwise(trained, tmp
     monkeypatch.setattr(sys, "stderr", term)
     assert cli([*args, "--out", str(tmp_path / "tty")]) == 0
     shown = term.getvalue()
-    for stage in ("reconstruction", "rollouts", "latent actions", "ood ood"):
+    for stage in ("reconstruction", "rollouts", "latent actions", "action motion", "ood ood"):
         assert stage in shown, (stage, shown[-500:])
-    assert "4/4" in shown  # no --fvd: four stages
+    assert "5/5" in shown  # no --fvd: five stages
 
 
 def test_the_every_step_picture_shows_at_most_16_actions_the_most_used():
