@@ -153,25 +153,35 @@ def infer_episode_actions(lam, frames_THW3: np.ndarray, context: int) -> np.ndar
 
 
 
+GRID_MAX_STREAMS = 256  # latent_action_grid's rollouts per batch: memory grows with it (2,048 streams of
+                        # the default model took 24 GiB)
+
+
 def latent_action_grid(genie, starts_BHW3, *, depth: int = 3, seed: int = 0, actions: list[int] | None = None,
                        **sampling) -> np.ndarray:
     """From each start frame, `depth` steps of each latent action repeated -> uint8 (B, A, depth+1, H, W, 3)
     (index 0 along the steps is the start frame). `actions`: only these, in this order (A = their
-    number); default every one. One batched rollout of B * A streams."""
+    number); default every one. Batched rollouts of whole start frames, at most GRID_MAX_STREAMS
+    streams each (or one start frame's A), each seeded with `seed`."""
     from genie_robot.runtime.world_model import WorldModel
 
     starts = np.asarray(starts_BHW3)
     B = starts.shape[0]
     chosen = np.arange(genie.cfg.dynamics.num_actions) if actions is None else np.asarray(actions, np.int64)
     A = len(chosen)
-    prompt = np.repeat(starts, A, 0)[:, None]  # (B*A, 1, H, W, 3): start b, action a at row b*A + a
-    actions_BT = np.tile(chosen, B)[:, None].repeat(depth, 1)
+    per_batch = max(1, GRID_MAX_STREAMS // A)
     was_training = genie.training
+    parts = []
     try:
-        imagined = WorldModel.from_genie(genie, seed=seed, **sampling).rollout(prompt, actions_BT)
+        for b0 in range(0, B, per_batch):
+            chunk = starts[b0:b0 + per_batch]
+            prompt = np.repeat(chunk, A, 0)[:, None]  # (b*A, 1, H, W, 3): start b, action a at row b*A + a
+            actions_BT = np.tile(chosen, len(chunk))[:, None].repeat(depth, 1)
+            imagined = WorldModel.from_genie(genie, seed=seed, **sampling).rollout(prompt, actions_BT)
+            parts.append(np.concatenate([prompt, imagined], 1))
     finally:
         genie.train(was_training)
-    out = np.concatenate([prompt, imagined], 1)
+    out = np.concatenate(parts)
     return out.reshape(B, A, depth + 1, *out.shape[2:])
 
 

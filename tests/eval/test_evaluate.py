@@ -42,3 +42,27 @@ def test_short_episode_message_counts_the_stride_and_names_useful_fixes(tiny_sto
     assert "--frames 5 or fewer" in msg and "--stride" in msg and "--split all" not in msg  # it is already all
     with pytest.raises(EvalError, match=r"--frames \d+ or fewer, or --split all$"):
         load_clips(path, frames=9, split="val", stride=1, **kwargs)
+
+
+def test_the_latent_action_grid_rolls_out_in_batches_of_whole_start_frames(monkeypatch):
+    """More start frames x actions than one batch holds: batches of whole start frames, each start's
+    rows the same as when it is rolled out alone (each batch is seeded alike); chosen actions only."""
+    import torch
+
+    from genie_robot.eval import evaluate
+    from genie_robot.models.configs import preset
+    from genie_robot.models.genie import Genie
+
+    torch.manual_seed(0)
+    genie = Genie(preset("tiny")).eval().requires_grad_(False)
+    H, W = genie.cfg.tokenizer.resolution
+    starts = np.random.default_rng(0).integers(0, 256, (3, H, W, 3), dtype=np.uint8)
+    A = genie.cfg.dynamics.num_actions
+    monkeypatch.setattr(evaluate, "GRID_MAX_STREAMS", A)  # one start frame a batch
+    with torch.no_grad():
+        grid = evaluate.latent_action_grid(genie, starts, depth=2, seed=3)
+        alone = evaluate.latent_action_grid(genie, starts[2:], depth=2, seed=3)
+        picked = evaluate.latent_action_grid(genie, starts[:1], depth=2, seed=3, actions=[A - 1, 0])
+    assert grid.shape == (3, A, 3, H, W, 3) and np.array_equal(grid[:, :, 0], np.repeat(starts[:, None], A, 1))
+    assert np.array_equal(grid[2], alone[0])
+    assert picked.shape == (1, 2, 3, H, W, 3)
