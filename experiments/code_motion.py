@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             codes.append(c)
             real.append(motion.step_moves(frames[: len(c) + 1]))
         grid = latent_action_grid(genie, data["clips"][:, 0], depth=args.depth, seed=args.seed)
-    m = motion.action_motion(grid, np.concatenate(real), np.concatenate(codes))
+    m = motion.action_motion(motion.grid_moves(grid), np.concatenate(real), np.concatenate(codes))
     s = summarise(m)
     with open(args.out, "w") as f:
         json.dump({"summary": s, "motion": m}, f, indent=1)

@@ -10,8 +10,9 @@ per latent action, `--depth` steps of it), latent_action_steps.png (the same, ev
 actions, the most used), rollouts.gif and rollouts.png (real | inferred actions | random actions),
 delta_psnr.png (PSNR and ΔPSNR over t), code_usage.png, and, for an FSQ LAM whose levels read as
 directions (genie_robot/eval/latent_analysis.py), latent_directions.png (each direction's corner
-action). Everything is logged to MLflow (genie_robot/artifacts/tracking.py) as one run with the
-folder under the artifact path `report/`.
+action, with the move optical flow measured as an arrow; genie_robot/eval/motion.py). Everything is
+logged to MLflow (genie_robot/artifacts/tracking.py) as one run with the folder under the artifact
+path `report/`.
 
 Clips: one per episode of the split (the training run's `val_fraction`), the first `--frames` frames
 (default: the LAM's context), episodes too short are skipped. Latent actions for usage / NMI are
@@ -51,6 +52,24 @@ def _step_actions(r: dict, A: int) -> list[int]:
 def _scale(hw) -> int:
     return max(1, -(-MIN_SIZE // min(hw)))
 
+
+
+def _enlarge(frames_NHW3: np.ndarray, s: int) -> np.ndarray:
+    return frames_NHW3.repeat(s, 1).repeat(s, 2)
+
+
+def _with_arrows(frames_NHW3: np.ndarray, moves_N2: np.ndarray, s: int) -> np.ndarray:
+    """Frames enlarged s times, each with a yellow arrow from its centre along its move (dx, dy px)."""
+    import cv2
+
+    out = np.ascontiguousarray(_enlarge(frames_NHW3, s))
+    H, W = out.shape[1:3]
+    for frame, (dx, dy) in zip(out, moves_N2):
+        if np.hypot(dx, dy) >= 0.5:
+            tip = (int(round(W / 2 + s * dx)), int(round(H / 2 + s * dy)))
+            cv2.arrowedLine(frame, (W // 2, H // 2), tip, (255, 220, 0), max(1, s // 2), cv2.LINE_AA,
+                            tipLength=0.3)
+    return out
 
 
 def _column_header(grid_HW3: np.ndarray, row_labels: list[str], columns: list[str], frame_w: int,
@@ -163,10 +182,12 @@ def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
         steps_rows = [grid[i, a] for i in range(n) for a in shown]
         save_image(frame_grid(steps_rows, labels=[f"start {i}, a={a}" for i in range(n) for a in shown], scale=s),
                    out / "latent_action_steps.png")
-    if ev.direction_codes is not None and ev.latent_grid is not None:  # each direction's corner code
-        grid, depth, dims = ev.latent_grid, ev.depth, len(ev.direction_codes).bit_length() - 1
-        rows = [np.concatenate([grid[i, :1, 0], grid[i, ev.direction_codes, depth]]) for i in range(n)]
-        image = frame_grid(rows, labels=[f"start {i}" for i in range(n)], scale=s)
+    if ev.direction_codes is not None and ev.motion_grid is not None:  # each direction's corner code
+        grid, depth, dims = ev.motion_grid, ev.depth, len(ev.direction_codes).bit_length() - 1
+        # the rollouts the motion table measured, each with its measured move over the depth steps
+        rows = [np.concatenate([_enlarge(grid[i, :1, 0], s),
+                                _with_arrows(grid[i, :, depth], ev.motion_moves[i].sum(1), s)]) for i in range(n)]
+        image = frame_grid(rows, labels=[f"start {i}" for i in range(n)])
         names = [f"{la.direction_name(d, dims)} a={a}" for d, a in enumerate(ev.direction_codes)]
         save_image(_column_header(image, [f"start {i}" for i in range(n)], ["start"] + names, W * s),
                    out / "latent_directions.png")
@@ -297,7 +318,8 @@ def _directions_section(r: dict, depth: int, direction_codes: list[int] | None) 
         lines.append(f"| {d} | {la.direction_name(d, dims)} | {corner} | {100 * u:.1f} % |")
     if direction_codes is not None:
         lines += ["", (f"Start frame, then the frame after {depth} steps of each direction's corner action (every "
-                       "dim at its extreme level: the largest move the model can say that way):"), "",
+                       "dim at its extreme level: the largest move the model can say that way); the yellow arrow "
+                       f"is the move optical flow measured over the {depth} steps (the next section):"), "",
                   "![latent directions](latent_directions.png)"]
     return lines + [""]
 

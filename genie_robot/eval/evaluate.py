@@ -207,6 +207,9 @@ class Evaluation:
     nmi_table: tuple | None = None          # latent_analysis.contingency(codes, discretised actions)
     direction_codes: list[int] | None = None  # FSQ actions read as directions: each one's corner code
                                               # (latent_analysis.direction_corners), an index into latent_grid
+    motion_grid: np.ndarray | None = None   # (shown, K, depth+1, H, W, 3): the rollouts of the K actions
+                                            # metrics["latent/motion/actions"] that the motion table measured
+    motion_moves: np.ndarray | None = None  # (shown, K, depth, 2): their moves (motion.grid_moves)
     fvd_note: str | None = None             # why FVD was skipped
     ood_videos: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> evaluate_ood's videos
 
@@ -332,7 +335,9 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
         if motion_actions is not None:
             grid = latent_action_grid(genie, clips_BTHW3[:, 0], depth=depth, seed=seed, actions=motion_actions)
             real_moves = np.concatenate([mo.step_moves(f[: len(c) + 1]) for f, c in zip(real_episodes, codes)])
-            motion = mo.action_motion(grid, real_moves, group_of_code[codes_all])
+            moves = mo.grid_moves(grid)
+            ev.motion_grid, ev.motion_moves = grid[:n], moves[:n]
+            motion = mo.action_motion(moves, real_moves, group_of_code[codes_all])
             results.update({f"latent/motion/{k}": v for k, v in motion.items()})
             results["latent/motion/actions"] = [int(a) for a in motion_actions]
         stage_done()

@@ -71,17 +71,24 @@ def cosine(u: np.ndarray, v: np.ndarray) -> float:
     return float(u @ v / (nu * nv)) if nu > 1e-9 and nv > 1e-9 else float("nan")
 
 
-def action_motion(grid_BKTHW3: np.ndarray, real_moves_N2: np.ndarray, real_groups_N: np.ndarray, *,
+def grid_moves(grid_BKTHW3: np.ndarray) -> np.ndarray:
+    """uint8 (B, K, depth+1, H, W, 3), from B start frames `depth` steps of each of K actions (start
+    frame first, as latent_action_grid) -> (B, K, depth, 2) the move of each step."""
+    B, K = grid_BKTHW3.shape[:2]
+    return np.stack([np.stack([step_moves(grid_BKTHW3[b, k]) for k in range(K)]) for b in range(B)])
+
+
+def action_motion(moves_BKS2: np.ndarray, real_moves_N2: np.ndarray, real_groups_N: np.ndarray, *,
                   still_px: float = 1.0) -> dict:
-    """grid: uint8 (B, K, depth+1, H, W, 3), from B start frames `depth` steps of each of K actions
-    (start frame first, as latent_action_grid); real_moves_N2: the moves of held-out real transitions
-    (step_moves), real_groups_N: the action (0..K-1) the LAM gives each. -> metrics for metrics.json:
+    """moves_BKS2: grid_moves of B start frames x K actions x S steps; real_moves_N2: the moves of
+    held-out real transitions (step_moves), real_groups_N: the action (0..K-1) the LAM gives each. ->
+    metrics for metrics.json:
     per action lists (consistency, path_consistency, agreement, imagined_move and real_move (mean dx, dy
     of a step), imagined_px, real_px, real_transitions),
     the still actions, and the minima over the others (None where there is nothing to measure, e.g. an
     action no real transition has)."""
-    B, K, T1 = grid_BKTHW3.shape[:3]
-    steps_BKS2 = np.stack([np.stack([step_moves(grid_BKTHW3[b, k]) for k in range(K)]) for b in range(B)])
+    steps_BKS2 = np.asarray(moves_BKS2, np.float64)
+    B, K, S = steps_BKS2.shape[:3]
     first_BK2 = steps_BKS2[:, :, 0]
     real_groups_N = np.asarray(real_groups_N).reshape(-1)
     real_moves_N2 = np.asarray(real_moves_N2, np.float64).reshape(-1, 2)
@@ -102,7 +109,7 @@ def action_motion(grid_BKTHW3: np.ndarray, real_moves_N2: np.ndarray, real_group
         if len(real) and np.linalg.norm(real_mean) < still_px:
             out["still"].append(k)
     moving = [k for k in range(K) if k not in out["still"] and out["real_transitions"][k] > 0]
-    out["starts"], out["steps"] = int(B), int(T1 - 1)
+    out["starts"], out["steps"] = int(B), int(S)
     out["min_consistency"] = min((out["consistency"][k] for k in moving), default=float("nan"))
     out["min_agreement"] = min((out["agreement"][k] for k in moving), default=float("nan"))
     return {key: _none_for_nan(v) for key, v in out.items()}

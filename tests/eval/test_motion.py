@@ -53,7 +53,9 @@ def test_action_motion_reads_each_action_against_the_real_video_labelled_with_it
     real = [motion.flow_vector(_scene(x, y), _scene(x + dx, y + dy))
             for (x, y) in starts for dx, dy in step.values()]
     groups = [k for _ in starts for k in step]
-    got = motion.action_motion(grid, np.array(real), np.array(groups))
+    moves = motion.grid_moves(grid)
+    assert moves.shape == (4, 3, 2, 2)
+    got = motion.action_motion(moves, np.array(real), np.array(groups))
     assert got["starts"] == 4 and got["steps"] == 2 and got["still"] == [2]
     assert got["consistency"][0] == pytest.approx(1.0, abs=0.02)
     assert got["agreement"][0] == pytest.approx(1.0, abs=0.02)

@@ -326,3 +326,14 @@ def test_the_every_step_picture_shows_at_most_16_actions_the_most_used():
     shown = _step_actions({"latent/usage": usage.tolist()}, 64)
     assert len(shown) == GRID_COLUMNS == 16 and {5, 40, 63} <= set(shown) and shown == sorted(shown)
     assert _step_actions({}, 64) == list(range(16))  # no usage recorded: the first 16
+
+
+def test_direction_pictures_carry_their_measured_move_as_an_arrow():
+    from experiments.eval_report import _with_arrows
+
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    out = _with_arrows(frames, np.array([[4.0, 0.0], [0.1, 0.0]]), 4)  # a move right; one under half a pixel
+    assert out.shape == (2, 64, 64, 3)
+    yellow = (out[..., 0] > 128) & (out[..., 1] > 128) & (out[..., 2] < 64)
+    cols = np.flatnonzero(yellow[0].any(0))
+    assert cols.min() >= 30 and cols.max() >= 44 and not yellow[1].any()  # from the centre, 4 px x 4 to the right
