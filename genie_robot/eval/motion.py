@@ -14,15 +14,15 @@ each weighted by how far it moves: what moved, and which way, with the still bac
                   sqrt(pi / 4N) for N moves in random directions (0.16 for 32)
     agreement     cosine between the action's mean imagined move and the mean real move of the
                   held-out transitions the LAM labels with it: 1 when imagination moves the way the
-                  real video does for that action
+                  real video does for that action, 0 when it imagines no move at all
     imagined_move / real_move   the mean move (dx, dy) of a step; imagined_px / real_px: the mean
                   length of the moves, pixels per model step
 
 Both are read on the first imagined step, the same span as a real transition; `path_consistency` is
 the consistency of the summed moves of all `depth` steps (flow is measured step by step: a large
 move in one go defeats it). An action whose real transitions hardly move (the mean of their moves
-shorter than `still_px`) is the LAM's "still" action: which way it moves is noise, so it is left out of the
-minima and reported by its size instead.
+shorter than `still_px`) is the LAM's "still" action: which way it moves is noise, so it is left out
+of the minima and reported by its size instead.
 """
 
 from __future__ import annotations
@@ -100,8 +100,11 @@ def action_motion(moves_BKS2: np.ndarray, real_moves_N2: np.ndarray, real_groups
         real_px = float(np.linalg.norm(real, axis=1).mean()) if len(real) else float("nan")
         out["consistency"].append(consistency(first_BK2[:, k]))
         out["path_consistency"].append(consistency(steps_BKS2[:, k].sum(1)))
-        out["agreement"].append(cosine(first_BK2[:, k].mean(0), real_mean) if len(real) else float("nan"))
-        out["imagined_move"].append([float(x) for x in first_BK2[:, k].mean(0)])
+        imagined_mean = first_BK2[:, k].mean(0)
+        real_goes = bool(len(real)) and np.linalg.norm(real_mean) > 1e-9
+        agree = cosine(imagined_mean, real_mean) if real_goes else float("nan")  # nothing to agree with
+        out["agreement"].append(0.0 if real_goes and np.isnan(agree) else agree)  # imagined no move: 0
+        out["imagined_move"].append([float(x) for x in imagined_mean])
         out["real_move"].append([float(x) for x in real_mean])
         out["imagined_px"].append(float(np.linalg.norm(steps_BKS2[:, k], axis=-1).mean()))
         out["real_px"].append(real_px)

@@ -66,3 +66,8 @@ def test_action_motion_reads_each_action_against_the_real_video_labelled_with_it
     assert got["imagined_px"][0] == pytest.approx(2.0, abs=0.4) and got["imagined_px"][2] == 0.0
     assert got["real_transitions"] == [4, 4, 4]
     assert got["real_move"][2] == [0.0, 0.0] and got["agreement"][2] is None  # no direction to agree with
+    # an action imagined as no move where its real transitions move agrees with nothing
+    frozen = moves.copy()
+    frozen[:, 0] = 0.0
+    got = motion.action_motion(frozen, np.array(real), np.array(groups))
+    assert got["agreement"][0] == 0.0 and got["consistency"][0] == 0.0 and got["min_agreement"] == 0.0
