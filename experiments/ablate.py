@@ -749,22 +749,22 @@ def findings(sweep: Sweep, results: dict[str, dict]) -> list[str]:
     out = []
     sens = {n: lam_metric(x, "action_sensitivity") for n, x in results.items()}
     collapsed = [n for n, v in sens.items() if v is not None and v < 1.05]
-    if collapsed and len(collapsed) < len(sens):
+    if collapsed:
+        head = (f"- **The latent action model collapsed in {len(collapsed)} of {len(sens)} variants** "
+                f"({', '.join(collapsed)}: validation action sensitivity < 1.05, i.e. its decoder predicts the "
+                "next frame as well without the action)")
         kept = {n: v for n, v in sens.items() if n not in collapsed and v is not None}
-        out.append(f"- **The latent action model collapsed in {len(collapsed)} of {len(sens)} variants** "
-                   f"({', '.join(collapsed)}: validation action sensitivity < 1.05, i.e. its decoder predicts the "
-                   "next frame as well without the action), so their latent actions carry (almost) no control "
-                   "information and their ΔPSNR and FVD measure mostly the tokenizer and the dynamics model's "
-                   "unconditional prediction. It did not collapse in the others (action sensitivity "
-                   f"{', '.join(f'{n} {v:.2f}' for n, v in kept.items())}).")
-    elif collapsed:
-        out.append(f"- **The latent action model collapsed in {len(collapsed)} of {len(sens)} variants** "
-                   f"({', '.join(collapsed)}: validation action sensitivity < 1.05, i.e. its decoder predicts the "
-                   "next frame as well without the action). At this budget consecutive simulator frames differ "
-                   "little and a next-frame predictor that ignores the action already reaches a low MSE, so the "
-                   "LAM carries (almost) no control information, ΔPSNR is ~0 for these variants, and the ΔPSNR "
-                   "orderings below are within noise. FVD then mostly measures the tokenizer and the "
-                   "dynamics model's unconditional prediction.")
+        if kept:
+            out.append(head + ", so their latent actions carry (almost) no control information and their ΔPSNR "
+                       "and FVD measure mostly the tokenizer and the dynamics model's unconditional prediction. "
+                       "It did not collapse in the others (action sensitivity "
+                       f"{', '.join(f'{n} {v:.2f}' for n, v in kept.items())}).")
+        else:
+            out.append(head + ". At this budget consecutive simulator frames differ little and a next-frame "
+                       "predictor that ignores the action already reaches a low MSE, so the LAM carries (almost) "
+                       "no control information, ΔPSNR is ~0 for these variants, and the ΔPSNR orderings below are "
+                       "within noise. FVD then mostly measures the tokenizer and the dynamics model's "
+                       "unconditional prediction.")
     lam = [v for v in sweep.variants if "lam" in v.groups and v.name in results]
     kinds: dict[str, dict] = {}
     for v in lam:

@@ -54,15 +54,13 @@ def _scale(hw) -> int:
 
 
 
-def _enlarge(frames_NHW3: np.ndarray, s: int) -> np.ndarray:
-    return frames_NHW3.repeat(s, 1).repeat(s, 2)
-
-
 def _with_arrows(frames_NHW3: np.ndarray, moves_N2: np.ndarray, s: int) -> np.ndarray:
     """Frames enlarged s times, each with a yellow arrow from its centre along its move (dx, dy px)."""
     import cv2
 
-    out = np.ascontiguousarray(_enlarge(frames_NHW3, s))
+    from genie_robot.data.preview import enlarge
+
+    out = np.ascontiguousarray(enlarge(frames_NHW3, s))
     H, W = out.shape[1:3]
     for frame, (dx, dy) in zip(out, moves_N2):
         if np.hypot(dx, dy) >= 0.5:
@@ -140,7 +138,7 @@ def _plot_usage(usage: np.ndarray, path: Path, title: str) -> None:
 def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
     """Every picture, metrics.json and report.md of an evaluation under `out_dir` (created); returns
     the folder."""
-    from genie_robot.data.preview import frame_grid, save_gif, save_image, side_by_side_movie
+    from genie_robot.data.preview import enlarge, frame_grid, save_gif, save_image, side_by_side_movie
     from genie_robot.eval import latent_analysis as la
 
     out = Path(out_dir)
@@ -185,7 +183,7 @@ def write_report(ev: Evaluation, out_dir: str | Path) -> Path:
     if ev.direction_codes is not None and ev.motion_grid is not None:  # each direction's corner code
         grid, depth, dims = ev.motion_grid, ev.depth, len(ev.direction_codes).bit_length() - 1
         # the rollouts the motion table measured, each with its measured move over the depth steps
-        rows = [np.concatenate([_enlarge(grid[i, :1, 0], s),
+        rows = [np.concatenate([enlarge(grid[i, :1, 0], s),
                                 _with_arrows(grid[i, :, depth], ev.motion_moves[i].sum(1), s)]) for i in range(n)]
         image = frame_grid(rows, labels=[f"start {i}" for i in range(n)])
         names = [f"{la.direction_name(d, dims)} a={a}" for d, a in enumerate(ev.direction_codes)]

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import UInt8
 
-    from genie_robot.data.preview import frame_grid, save_gif, save_image
+    from genie_robot.data.preview import enlarge, frame_grid, save_gif, save_image
     from ros_nodes.conversions import image_to_rgb
     from ros_nodes.node_main import stop
     from ros_nodes.qos import qos_from_string
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                     prompt_msg = msg
         prompt_ns = to_ns(prompt_msg.header.stamp)
         frames = [image_to_rgb(prompt_msg)]
-        stamps = [prompt_msg.header.stamp.sec + 1e-9 * prompt_msg.header.stamp.nanosec]
+        stamps = [1e-9 * prompt_ns]
         latency_ms = []
         for k, a in enumerate(actions, 1):
             t0 = time.perf_counter()
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 t1, msg = _take(imagined_q, time.monotonic() + 60, f"imagined frame {k}", procs)
             latency_ms.append(1e3 * (t1 - t0))
             frames.append(image_to_rgb(msg))
-            stamps.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
+            stamps.append(1e-9 * to_ns(msg.header.stamp))
     finally:
         spinning = False
         thread.join(2.0)
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     video = np.stack(frames)
     scale = max(1, 256 // video.shape[1])
     out = Path(args.out)
-    save_gif(video.repeat(scale, 1).repeat(scale, 2), out, fps=args.fps)
+    save_gif(enlarge(video, scale), out, fps=args.fps)
     rows = [video[i: i + 8] for i in range(0, len(video), 8)]
     save_image(frame_grid(rows, scale=max(1, scale // 2)), out.with_suffix(".png"))
     lat = np.array(latency_ms)

@@ -57,7 +57,7 @@ def rollout_with_inferred_actions(genie, clip_BTHW3: torch.Tensor, context: int,
 def rollout_preview(genie, frames_BTHW3: torch.Tensor, out_dir: Path, step: int, context: int = 2) -> list[Path]:
     """Rollout from `context` real frames, driven by the latent actions the LAM infers from the real
     clip: a GIF with real (top) and generated (bottom) frames side by side, and the same as a grid."""
-    from genie_robot.data.preview import frame_grid, save_gif, save_image
+    from genie_robot.data.preview import enlarge, frame_grid, save_gif, save_image
 
     B, T = frames_BTHW3.shape[:2]
     horizon = min(T, MAX_FRAMES)
@@ -76,8 +76,7 @@ def rollout_preview(genie, frames_BTHW3: torch.Tensor, out_dir: Path, step: int,
     top = np.concatenate([np.concatenate([real[i], pad[i]], axis=2) for i in range(B)], axis=2)
     bottom = np.concatenate([np.concatenate([fake[i], pad[i]], axis=2) for i in range(B)], axis=2)
     movie = np.concatenate([top, np.full_like(top[:, :2], 32), bottom], axis=1)
-    s = _scale(frames_BTHW3)
-    movie = movie.repeat(s, axis=1).repeat(s, axis=2)
+    movie = enlarge(movie, _scale(frames_BTHW3))
     gif_path = out_dir / f"rollout_{step:08d}.gif"
     save_gif(movie, gif_path, fps=4)
     return [grid_path, gif_path]

@@ -21,6 +21,11 @@ def _as_frames(x: np.ndarray, what: str, ndim: int) -> np.ndarray:
     return x
 
 
+def enlarge(frames: np.ndarray, scale: int) -> np.ndarray:
+    """Frames (..., H, W, 3) enlarged `scale` times, nearest neighbour (pixels stay sharp)."""
+    return frames if scale <= 1 else frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
 def frame_grid(
     frames_RCHW3: np.ndarray | Sequence[np.ndarray],
     *,
@@ -58,8 +63,7 @@ def frame_grid(
     for r, row in enumerate(rows):
         y = pad + r * (h + pad)
         for c, frame in enumerate(row):
-            if scale > 1:
-                frame = frame.repeat(scale, axis=0).repeat(scale, axis=1)
+            frame = enlarge(frame, scale)
             x = label_w + pad + c * (w + pad)
             grid[y : y + h, x : x + w] = frame
         if labels is not None:
@@ -111,7 +115,7 @@ def side_by_side_movie(videos: list[np.ndarray], scale: int = 1, pad: int = 2,
         for b in range(B):
             y, x = pad + b * (H + pad), pad + k * (W + pad)
             canvas[:, y : y + H, x : x + W] = v[b]
-    canvas = canvas.repeat(scale, axis=1).repeat(scale, axis=2)
+    canvas = enlarge(canvas, scale)
     if labels is None:
         return canvas
     import cv2
