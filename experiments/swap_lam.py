@@ -13,12 +13,18 @@ teaches it the rest. The result is a checkpoint that `--init` warm-starts from:
         --out ~/genie-runs/swap444
     genie-robot train dynamics ... --lam ~/genie-runs/lam444 --init ~/genie-runs/swap444 \\
         --set "model.lam.fsq_levels=[4,4,4]"
+
+With `--fsq-levels 2,2,2` a (4, 4, 4) LAM is read by the signs of its latent: its 8 directions become 8
+actions (issue #13: what do 8 actions cost the default model?); train on it with `--lam OUT/lam --set
+"model.lam.fsq_levels=[2,2,2]"`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +47,15 @@ def _load_source(spec: str):
     return genie.eval(), genie.cfg
 
 
+def _save_relevelled(lam_ck, levels: tuple[int, ...], out: Path) -> None:
+    """The LAM checkpoint again, its config saying `levels`: what `train dynamics --lam` takes for it."""
+    config = copy.deepcopy(lam_ck.config)
+    config["model"]["lam"]["fsq_levels"] = list(levels)
+    config["train"].setdefault("model", {}).setdefault("lam", {})["fsq_levels"] = list(levels)
+    ckpt_io.save_checkpoint(out, lam_ck.step, weights=lam_ck.weights, ema=lam_ck.ema, config=config,
+                            state={"step": lam_ck.step})
+
+
 def fit_action_embed(old_embed_Z_M: torch.Tensor, new_codes_Z_D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares (weight (M, D), bias (M,)) with new_codes @ weight.T + bias ≈ old_embed."""
     X = torch.cat([new_codes_Z_D, torch.ones(len(new_codes_Z_D), 1)], 1).double()
@@ -58,11 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", required=True, help="a store whose transitions both LAMs label (the fit)")
     p.add_argument("--episodes", type=int, default=64, help="episodes of --store used for the fit")
     p.add_argument("--out", required=True, help="run dir to write the checkpoint into")
+    p.add_argument("--fsq-levels", type=lambda s: tuple(int(x) for x in s.strip("[]()").split(",")),
+                   help="read the new LAM's FSQ latent with these levels instead of its own, one per dim "
+                        "(e.g. 2,2,2: the signs of a (4, 4, 4) LAM, its 8 directions as 8 actions); the LAM so "
+                        "read is written to OUT/lam, for `train dynamics --lam OUT/lam`")
     args = p.parse_args(argv)
 
     genie, cfg = _load_source(args.source)
     lam_ck = ckpt_io.load_stage(args.lam, "lam", what="--lam")
     lam_cfg = ckpt_io.genie_config(lam_ck.config).lam
+    if args.fsq_levels is not None:
+        if len(args.fsq_levels) != len(lam_cfg.fsq_levels):
+            raise SystemExit(f"--fsq-levels {list(args.fsq_levels)}: the LAM's latent has {len(lam_cfg.fsq_levels)} "
+                             f"dims ({list(lam_cfg.fsq_levels)}); give one level per dim")
+        lam_cfg = dataclasses.replace(lam_cfg, fsq_levels=args.fsq_levels)
+        _save_relevelled(lam_ck, args.fsq_levels, Path(args.out) / "lam")
     new_lam = build_lam(lam_cfg)
     new_lam.load_state_dict(lam_ck.ema if lam_ck.ema is not None else lam_ck.weights)
     new_lam.eval()
