@@ -12,6 +12,7 @@ identical frames (MSE 0) do not turn averages into infinity.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,15 @@ class DeltaPSNR:
         """(T,) mean over the batch of PSNR(inferred) - PSNR(random); NaN at t = 0."""
         d = (self.psnr_inferred_BT[:, 1:] - self.psnr_random_BT[:, 1:]).mean(axis=0)
         return np.concatenate([[np.nan], d])
+
+    @classmethod
+    def averaged(cls, runs: list["DeltaPSNR"]) -> "DeltaPSNR":
+        """Several sampling seeds of the same clips as one: PSNRs averaged per clip and step (the expected
+        PSNR of one sampled rollout, with less of the sampler's noise); frames and actions of the first."""
+        if not runs:
+            raise ValueError("DeltaPSNR.averaged: no runs")
+        return dataclasses.replace(runs[0], psnr_inferred_BT=np.mean([r.psnr_inferred_BT for r in runs], axis=0),
+                                   psnr_random_BT=np.mean([r.psnr_random_BT for r in runs], axis=0))
 
     def at(self, t: int = 4) -> float:
         """Δ_t PSNR (the paper's t = 4); t must lie in [1, T)."""

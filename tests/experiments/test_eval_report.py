@@ -169,6 +169,40 @@ def test_the_report_of_the_ground_truth_control_names_its_actions(tmp_path):
     assert linked and linked <= {p.name for p in tmp_path.iterdir()}, linked
 
 
+def test_generation_psnr_over_several_sampling_seeds(tmp_path):
+    """--seeds K: PSNR and ΔPSNR are the means of K rollouts per clip (seed, seed + 1, ...), each seed's
+    reading is kept and shown, and the first seed is the one-seed evaluation exactly."""
+    import torch
+
+    from experiments.eval_report import write_report
+    from genie_robot.eval.evaluate import evaluate_model
+    from genie_robot.models.configs import preset
+    from genie_robot.models.genie import Genie
+
+    torch.manual_seed(0)
+    genie = Genie(preset("tiny")).eval().requires_grad_(False)
+    T, (H, W) = genie.cfg.lam.context, genie.cfg.tokenizer.resolution
+    clips = np.random.default_rng(0).integers(0, 256, (2, T, H, W, 3), dtype=np.uint8)
+    with torch.no_grad():
+        one = {s: evaluate_model(genie, clips, seed=s, show=1, depth=1).metrics for s in (5, 6, 7)}
+        ev = evaluate_model(genie, clips, seed=5, seeds=3, show=1, depth=1)
+    m = ev.metrics
+    assert "seeds" not in one[5] and "gen/psnr_inferred_by_seed" not in one[5]
+    assert m["seeds"] == 3
+    assert m["gen/psnr_inferred_by_seed"] == pytest.approx([one[s]["gen/psnr_inferred"] for s in (5, 6, 7)])
+    assert len(set(m["gen/psnr_inferred_by_seed"])) > 1  # the seeds sample different rollouts
+    assert m["delta_psnr/t4_by_seed"] == pytest.approx([one[s]["delta_psnr/t4"] for s in (5, 6, 7)])
+    assert m["gen/psnr_inferred"] == pytest.approx(np.mean(m["gen/psnr_inferred_by_seed"]))
+    assert m["delta_psnr/t4"] == pytest.approx(np.mean(m["delta_psnr/t4_by_seed"]))
+    assert m["gen/psnr_random"] == pytest.approx(np.mean([one[s]["gen/psnr_random"] for s in (5, 6, 7)]))
+    assert m["gen/ssim_inferred"] == pytest.approx(one[5]["gen/ssim_inferred"])  # the pictures: the first seed's
+    write_report(ev, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "PSNR and ΔPSNR are means over 3 sampling seeds" in md
+    by_seed = ", ".join(f"{v:.2f}" for v in m["gen/psnr_inferred_by_seed"])
+    assert f"| {m['gen/psnr_inferred']:.2f} (by seed: {by_seed}) |" in md
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("eval_e2e")
@@ -219,6 +253,9 @@ def test_eval_errors_are_clear(trained, capsys):
     assert cli(["eval", "--dynamics", str(d / "dyn"), "--store", store, "--out", str(d / "x"), "--frames", "40",
                 "--tracking-uri", uri]) == 2
     assert "has the 40 frames a clip of 40 frames needs" in capsys.readouterr().err
+    assert cli(["eval", "--dynamics", str(d / "dyn"), "--store", store, "--out", str(d / "x"), "--seeds", "0",
+                "--tracking-uri", uri]) == 2
+    assert "--seeds 0: average over at least 1 sampling seed" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -261,7 +298,7 @@ def test_eval_of_a_bundle_with_out_of_domain_clips(trained, tmp_path):
     ood = [big] + ([RT1_NPZ] if os.path.exists(RT1_NPZ) else [])
     out = tmp_path / "report"
     args = ["eval", "--model", str(bundle), "--store", store, "--out", str(out), "--split", "all", "--episodes", "2",
-            "--frames", "6", "--tracking-uri", uri]
+            "--frames", "6", "--seeds", "2", "--tracking-uri", uri]
     for p in ood:
         args += ["--ood", p]
     assert cli(args) == 0
@@ -273,6 +310,7 @@ def test_eval_of_a_bundle_with_out_of_domain_clips(trained, tmp_path):
         assert o["frames"] == 6 and 0 < o["recon/psnr"] < 100 and -1 <= o["recon/ssim"] <= 1
         assert (out / f"ood_{name}.png").is_file() and (out / f"ood_{name}.gif").is_file()
     assert m["ood"]["big"]["clips"] == 2
+    assert m["seeds"] == 2 and len(m["gen/psnr_inferred_by_seed"]) == 2
     report = (out / "report.md").read_text()
     assert "## Out of domain" in report and "ood_big.png" in report
 
