@@ -236,6 +236,8 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
     from . import latent_analysis as la
     from . import metrics as M
 
+    if seeds < 1:
+        raise EvalError(f"seeds={seeds}: average over at least 1 sampling seed")
     clips = torch.from_numpy(np.ascontiguousarray(clips_BTHW3)).to(next(genie.parameters()).device)
     B, T, H, W, _ = clips.shape
     n = min(show, B)
@@ -244,7 +246,8 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
     ground_truth = genie.cfg.dynamics.action_source == "ground_truth"
 
     # One tick per stage, on a terminal only (disable=None): FVD and --ood take tens of seconds each.
-    stages = ["reconstruction", "rollouts" if seeds == 1 else f"rollouts ({seeds} seeds)"] + ([] if ground_truth else ["latent actions", "action motion"]) \
+    stages = ["reconstruction", "rollouts" if seeds == 1 else f"rollouts ({seeds} seeds)"] \
+        + ([] if ground_truth else ["latent actions", "action motion"]) \
         + (["FVD"] if fvd else []) + [f"ood {name}" for name in (ood or {})]
     progress = tqdm(total=len(stages), desc="eval", unit="stage", disable=None, leave=False)
 
@@ -270,8 +273,6 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
         raise EvalError("this dynamics model is conditioned on ground-truth actions: evaluate it on a store with "
                         "data/action")
     gt_actions = torch.from_numpy(np.asarray(clip_actions_BTm1, np.float32)) if ground_truth else None
-    if seeds < 1:
-        raise EvalError(f"seeds={seeds}: average over at least 1 sampling seed")
     runs = [M.delta_psnr(genie, clips, seed=seed + k, actions_BTm1=gt_actions) for k in range(seeds)]
     dp = M.DeltaPSNR.averaged(runs)
     if seeds > 1:

@@ -48,6 +48,21 @@ def test_delta_psnr_runs_the_rollout_and_is_reproducible():
     assert np.all(same.delta_T[1:] == 0)
 
 
+def test_delta_psnr_averaged_over_seeds():
+    """Several seeds' runs as one: PSNRs averaged per clip and step, frames and actions of the first."""
+    rng = np.random.default_rng(0)
+    runs = [metrics.DeltaPSNR(rng.normal(20, 2, (2, 5)), rng.normal(15, 2, (2, 5)), f"frames{k}", None, f"acts{k}", None)
+            for k in range(3)]
+    avg = metrics.DeltaPSNR.averaged(runs)
+    np.testing.assert_allclose(avg.psnr_inferred_BT, np.mean([r.psnr_inferred_BT for r in runs], 0))
+    np.testing.assert_allclose(avg.delta_T[1:], np.mean([r.delta_T[1:] for r in runs], 0))
+    assert avg.at(4) == pytest.approx(np.mean([r.at(4) for r in runs]))
+    assert (avg.frames_inferred_BTHW3, avg.actions_inferred_BT) == ("frames0", "acts0")
+    np.testing.assert_array_equal(metrics.DeltaPSNR.averaged(runs[:1]).psnr_random_BT, runs[0].psnr_random_BT)
+    with pytest.raises(ValueError, match="no runs"):
+        metrics.DeltaPSNR.averaged([])
+
+
 def test_code_usage_and_perplexity():
     u = la.code_usage(np.array([[0, 1], [1, 7]]), 8)
     np.testing.assert_allclose(u, [0.25, 0.5, 0, 0, 0, 0, 0, 0.25])
