@@ -46,23 +46,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from genie_robot.eval import motion
-    from genie_robot.eval.evaluate import infer_episode_actions, latent_action_grid, load_clips
+    from genie_robot.eval.evaluate import infer_episode_actions, load_clips, measure_motion
     from genie_robot.runtime import bundle, default_model
 
     genie = bundle.load_genie(default_model.resolve(args.model)).requires_grad_(False)
     stride = genie.cfg.data.frame_stride
     data = load_clips(args.store, resolution=tuple(genie.cfg.tokenizer.resolution), frames=genie.cfg.lam.context,
                       split="val", episodes=args.episodes, val_fraction=genie.cfg.data.val_fraction, stride=stride)
-    store, codes, real = data["store"], [], []
+    store = data["store"]
     with torch.no_grad():
-        for e in data["episodes"]:
-            frames = store.frames(*store.episode_bounds(int(e)), stride)
-            c = infer_episode_actions(genie.lam, frames, genie.cfg.lam.context)
-            codes.append(c)
-            real.append(motion.step_moves(frames[: len(c) + 1]))
-        grid = latent_action_grid(genie, data["clips"][:, 0], depth=args.depth, seed=args.seed)
-    m = motion.action_motion(motion.grid_moves(grid), np.concatenate(real), np.concatenate(codes))
+        frames = [store.frames(*store.episode_bounds(int(e)), stride) for e in data["episodes"]]
+        codes = [infer_episode_actions(genie.lam, f, genie.cfg.lam.context) for f in frames]
+        _, _, m = measure_motion(genie, data["clips"][:, 0], frames, codes, depth=args.depth, seed=args.seed)
     s = summarise(m)
     with open(args.out, "w") as f:
         json.dump({"summary": s, "motion": m}, f, indent=1)

@@ -190,6 +190,22 @@ def latent_action_grid(genie, starts_BHW3, *, depth: int = 3, seed: int = 0, act
 MOTION_MAX_ACTIONS = 16  # the motion table covers every code of a LAM with at most this many
 
 
+def measure_motion(genie, starts_BHW3: np.ndarray, episode_frames: list[np.ndarray], episode_codes: list[np.ndarray],
+                   *, actions: list[int] | None = None, group_of_code: np.ndarray | None = None, depth: int = 3,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Which way `actions` (default: every code) move the picture from each start frame, against the real
+    moves of the episodes (motion.py). episode_codes: each episode's inferred actions (infer_episode_actions);
+    group_of_code: code -> index into `actions` (e.g. its direction; default: the code itself).
+    Returns (grid (B, K, depth+1, H, W, 3), its moves (B, K, depth, 2), motion.action_motion's dict)."""
+    from . import motion as mo
+
+    grid = latent_action_grid(genie, starts_BHW3, depth=depth, seed=seed, actions=actions)
+    real_moves = np.concatenate([mo.step_moves(f[: len(c) + 1]) for f, c in zip(episode_frames, episode_codes)])
+    codes = np.concatenate(episode_codes)
+    moves = mo.grid_moves(grid)
+    return grid, moves, mo.action_motion(moves, real_moves, codes if group_of_code is None else group_of_code[codes])
+
+
 @dataclass
 class Evaluation:
     """What `evaluate_model` measured. `metrics` is what metrics.json holds; the rest is what the
@@ -338,8 +354,6 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
         # Which way each action moves the picture from every clip's first frame, and the real video
         # the LAM labels with it (motion.py): each direction's corner code, or each code of a LAM
         # with few enough for a table.
-        from . import motion as mo
-
         if ev.direction_codes is not None:
             motion_actions, group_of_code = ev.direction_codes, la.code_directions(values_VD)
         elif A <= MOTION_MAX_ACTIONS:
@@ -347,11 +361,9 @@ def evaluate_model(genie, clips_BTHW3: np.ndarray, *, episode_frames: list[np.nd
         else:
             motion_actions = None
         if motion_actions is not None:
-            grid = latent_action_grid(genie, clips_BTHW3[:, 0], depth=depth, seed=seed, actions=motion_actions)
-            real_moves = np.concatenate([mo.step_moves(f[: len(c) + 1]) for f, c in zip(real_episodes, codes)])
-            moves = mo.grid_moves(grid)
+            grid, moves, motion = measure_motion(genie, clips_BTHW3[:, 0], real_episodes, codes, actions=motion_actions,
+                                                 group_of_code=group_of_code, depth=depth, seed=seed)
             ev.motion_grid, ev.motion_moves = grid[:n], moves[:n]
-            motion = mo.action_motion(moves, real_moves, group_of_code[codes_all])
             results.update({f"latent/motion/{k}": v for k, v in motion.items()})
             results["latent/motion/actions"] = [int(a) for a in motion_actions]
         stage_done()
